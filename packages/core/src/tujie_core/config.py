@@ -1,0 +1,140 @@
+"""Run configuration: pydantic models with defaults, loaded from YAML with errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tujie_core.errors import ConfigError
+from tujie_core.registry import format_validation_error
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ComponentSpec(BaseModel):
+    """``{name: <registry name>, **params}``: a registry entry and its keyword arguments."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DataSpec(ComponentSpec):
+    """A dataset from the ``datasets`` registry plus loader settings."""
+
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+
+class SchedulerSpec(ComponentSpec):
+    """A learning-rate schedule from the ``schedulers`` registry."""
+
+
+class TrainerConfig(Strict):
+    """Everything the Trainer needs besides the task and the data."""
+
+    max_epochs: int = Field(10, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; stops before max_epochs if reached")
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    precision: str = "32-true"
+    accumulate_grad_batches: int = Field(1, ge=1)
+    gradient_clip_val: float | None = Field(None, gt=0)
+    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
+    monitor: str = "val/loss"
+    mode: Literal["min", "max"] = "min"
+    early_stopping_patience: int | None = Field(None, ge=1)
+    checkpoint_every_n_steps: int | None = Field(None, ge=1)
+    log_every_n_steps: int = Field(50, ge=1)
+    train_metrics: bool = True
+    deterministic: bool = False
+    seed: int = 0
+    progress: Literal["auto", "rich", "plain", "none"] = "auto"
+
+
+class RunConfig(Strict):
+    """A whole run: data, model, task, optimisation, trainer, callbacks and plugins."""
+
+    name: str = "run"
+    output_dir: Path = Path("runs")
+    data: DataSpec
+    model: ComponentSpec
+    task: ComponentSpec | None = None
+    optimizer: ComponentSpec = ComponentSpec(name="adamw", lr=1e-3)
+    scheduler: SchedulerSpec | None = None
+    trainer: TrainerConfig = TrainerConfig()
+    callbacks: list[ComponentSpec] = []
+    plugins: list[ComponentSpec] = []
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``trainer.max_epochs=3`` → (["trainer", "max_epochs"], 3); the value is parsed as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}': expected KEY=VALUE, for example trainer.max_epochs=3")
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{key}' is not a section")
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {exc.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read YAML: {exc}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config, apply ``KEY=VALUE`` overrides, validate every section and component."""
+    path = Path(path)
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    try:
+        config = RunConfig.model_validate(raw)
+        from tujie_core.components import check_components
+
+        check_components(config)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {format_validation_error(exc, '')}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return config
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,153 @@
+"""Name → factory registries, in the style of timm's ``register_model`` / ``create_model``.
+
+Packages outside core add entries either by importing core's registry and decorating a function, or by
+declaring an entry point in the group ``tujie.<kind>`` (for example ``tujie.models``); entry points are loaded
+lazily the first time a name is missing, so core never imports a domain package.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from importlib import metadata
+from typing import Any, Generic, TypeVar
+
+from pydantic import ConfigDict, ValidationError, create_model
+
+from tujie_core.errors import ConfigError
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    """' (did you mean 'x'?)' when a close match exists, else ''."""
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class Registry(Generic[T]):
+    """A named collection of factories with validated keyword arguments."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group or f"tujie.{kind}"
+        self._entries: dict[str, T] = {}
+        self._entry_points_loaded = False
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator: ``@MODELS.register()`` registers under the function's name, or ``name``."""
+
+        def decorator(obj: T) -> T:
+            key = name or obj.__name__
+            if key in self._entries and self._entries[key] is not obj:
+                raise ValueError(f"{self.kind} '{key}' is already registered")
+            self._entries[key] = obj
+            return obj
+
+        return decorator
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in metadata.entry_points(group=self.entry_point_group):
+            obj = ep.load()
+            if callable(obj) and ep.name not in self._entries:
+                self._entries[ep.name] = obj
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def get(self, name: str) -> T:
+        if name not in self._entries:
+            self._load_entry_points()
+        if name not in self._entries:
+            names = self.names()
+            raise ConfigError(
+                f"'{name}' is not in the {self.kind} registry{suggest(name, names)}; "
+                f"available: {', '.join(names) or 'none'}"
+            )
+        return self._entries[name]
+
+    def create(
+        self, name: str, /, *, where: str | None = None, runtime: Mapping[str, Any] | None = None, **params: Any
+    ) -> Any:
+        """Build ``name`` with ``params`` (checked against its signature and coerced) and ``runtime``
+        objects (a model, an optimizer: passed as they are).
+
+        ``where`` prefixes error messages (for example ``"model"``) so a config error names its field.
+        """
+        factory = self.get(name)
+        runtime = dict(runtime or {})
+        validated = validate_kwargs(factory, params, where=where or self.kind, skip=tuple(runtime))
+        return factory(**validated, **runtime)
+
+
+def _signature_model(fn: Callable[..., Any], skip: tuple[str, ...], optional: tuple[str, ...]) -> type:
+    fields: dict[str, Any] = {}
+    accepts_any = False
+    try:
+        parameters = inspect.signature(fn, eval_str=True).parameters.values()
+    except Exception:  # annotations that cannot be evaluated here: check names only
+        parameters = [p.replace(annotation=p.empty) for p in inspect.signature(fn).parameters.values()]
+    for param in parameters:
+        if param.name in skip or param.kind is param.VAR_POSITIONAL:
+            continue
+        if param.kind is param.VAR_KEYWORD:
+            accepts_any = True
+            continue
+        annotation = param.annotation if param.annotation is not param.empty else Any
+        default = param.default if param.default is not param.empty else (None if param.name in optional else ...)
+        fields[param.name] = (annotation, default)
+    config = ConfigDict(extra="allow" if accepts_any else "forbid", arbitrary_types_allowed=True)
+    try:
+        model = create_model(f"{getattr(fn, '__name__', 'factory')}_kwargs", __config__=config, **fields)
+    except Exception:  # annotations pydantic cannot build a schema for: check names only
+        fields = {k: (Any, v[1]) for k, v in fields.items()}
+        model = create_model(f"{getattr(fn, '__name__', 'factory')}_kwargs", __config__=config, **fields)
+    return model
+
+
+def validate_kwargs(
+    fn: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    *,
+    where: str,
+    skip: tuple[str, ...] = (),
+    optional: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Check ``kwargs`` against ``fn``'s signature; raise ConfigError naming ``where.key`` on a problem.
+
+    ``skip``: parameters the caller fills in later (not checked); ``optional``: required parameters that may
+    still be left out here.
+    """
+    model = _signature_model(fn, skip, optional)
+    try:
+        parsed = model(**kwargs)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where, list(model.model_fields))) from None
+    return {k: getattr(parsed, k) for k in parsed.model_fields_set}
+
+
+def format_validation_error(exc: ValidationError, prefix: str, known: list[str] | None = None) -> str:
+    """One line per problem: ``prefix.field: message``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        if err["type"] == "extra_forbidden":
+            key = str(err["loc"][-1])
+            hint = suggest(key, known or [])
+            lines.append(f"{loc}: unknown key{hint}")
+        elif err["type"] == "missing":
+            lines.append(f"{loc}: required key is missing")
+        else:
+            lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(lines)

@@ -1,0 +1,127 @@
+"""Run a whole experiment from a :class:`~tujie_core.config.RunConfig`: data → model → task → train → report.
+
+A run folder ``<output_dir>/<name>/<timestamp>/`` holds ``config.yaml`` (resolved), ``metrics.jsonl``,
+``checkpoints/`` (last + best), ``model/`` (safetensors), ``summary.json`` and ``report.md`` with plots.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lightning.fabric import seed_everything
+from torch.utils.data import DataLoader
+
+from tujie_core.callbacks import CALLBACKS, PLUGINS
+from tujie_core.config import RunConfig, dump_config
+from tujie_core.data import DATASETS, DataInfo, DataSplits
+from tujie_core.errors import ConfigError
+from tujie_core.models import create_model
+from tujie_core.pretrained import save_pretrained
+from tujie_core.report import write_report
+from tujie_core.tasks import TASKS, Task
+from tujie_core.trainer import Evaluation, Trainer
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, float]
+    report: Path
+    is_global_zero: bool = True  # False on the other processes of a multi-process run
+
+
+def build_data(config: RunConfig) -> DataSplits:
+    return DATASETS.create(config.data.name, where="data", **config.data.params)
+
+
+def build_task(config: RunConfig, info: DataInfo) -> Task:
+    """Model from the registry sized by the data; task from the config or inferred from the target kind."""
+    model_params = config.model.params
+    model = create_model(config.model.name, input_shape=info.input_shape, num_outputs=info.num_outputs,
+                         **model_params)
+    spec = config.task
+    name = spec.name if spec else ("regression" if info.kind == "regression" else "classification")
+    params: dict[str, Any] = dict(spec.params) if spec else {}
+    if name == "classification":
+        params.setdefault("mode", info.kind)
+        params.setdefault("num_classes", len(info.class_names) or info.num_outputs)
+    runtime = {"model": model, "optimizer": config.optimizer, "scheduler": config.scheduler}
+    return TASKS.create(name, where="task", runtime=runtime, **params)
+
+
+def loaders(config: RunConfig, splits: DataSplits) -> dict[str, DataLoader | None]:
+    data = config.data
+    eval_batch = data.eval_batch_size or data.batch_size
+
+    def make(dataset: Any, shuffle: bool) -> DataLoader | None:
+        if dataset is None:
+            return None
+        return DataLoader(dataset, batch_size=data.batch_size if shuffle else eval_batch, shuffle=shuffle,
+                          num_workers=data.num_workers)
+
+    return {"train": make(splits.train, True), "val": make(splits.val, False), "test": make(splits.test, False)}
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return config.output_dir / config.name / stamp
+
+
+def train_from_config(config: RunConfig, resume: str | Path | None = None) -> RunResult:
+    """Train, evaluate the best checkpoint on the test split (else validation) and write the report.
+
+    ``resume``: a run folder (its ``checkpoints/last.ckpt``) or a checkpoint file; the run continues in place.
+    """
+    seed_everything(config.trainer.seed, workers=True, verbose=False)
+    splits = build_data(config)
+    task = build_task(config, splits.info)
+    trainer = Trainer(
+        config.trainer,
+        callbacks=[CALLBACKS.create(s.name, where="callbacks", **s.params) for s in config.callbacks],
+        plugins=[PLUGINS.create(s.name, where="plugins", **s.params) for s in config.plugins],
+    )
+    ckpt = None
+    if resume is not None:
+        resume = Path(resume)
+        ckpt = resume if resume.is_file() else resume / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise ConfigError(f"{resume}: nothing to resume (no checkpoints/last.ckpt)")
+        run_dir = ckpt.parent.parent
+    else:
+        run_dir = trainer.fabric.broadcast(new_run_dir(config))  # every process writes to rank 0's folder
+    trainer.run_dir = run_dir
+    if trainer.fabric.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+
+    split_loaders = loaders(config, splits)
+    trainer.fit(task, split_loaders["train"], split_loaders["val"], ckpt_path=ckpt)
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_path.is_file():
+        trainer.load_weights(task, checkpoint.best_path)
+    evaluations: dict[str, Evaluation] = {}
+    for split in ("val", "test"):
+        if split_loaders[split] is not None:
+            evaluations[split] = trainer.evaluate(task, split_loaders[split], split)
+    metrics = {k: v for ev in evaluations.values() for k, v in ev.metrics.items()}
+    report = run_dir / "report.md"
+    if trainer.fabric.is_global_zero:
+        info = splits.info
+        save_pretrained(run_dir / "model", task.model,
+                        {"name": config.model.name, "input_shape": list(info.input_shape),
+                         "num_outputs": info.num_outputs, **config.model.params},
+                        kind=info.kind, class_names=info.class_names, feature_names=info.feature_names)
+        (run_dir / "summary.json").write_text(json.dumps({"metrics": metrics, "epochs": trainer.state.epoch,
+                                                          "steps": trainer.state.step}, indent=2))
+        header = (f"Data: `{config.data.name}` ({info.source}), {info.kind}, input shape {info.input_shape}. "
+                  f"Model: `{config.model.name}`. Epochs run: {trainer.state.epoch}, optimizer steps: "
+                  f"{trainer.state.step}. Evaluated with the best checkpoint by `{config.trainer.monitor}`.")
+        sections = trainer.report_sections()
+        report = write_report(run_dir, title=f"Run report: {config.name}", evaluations=evaluations,
+                              history=trainer.state.history, class_names=info.class_names,
+                              sections=sections, header=header)
+    return RunResult(run_dir, metrics, report, trainer.fabric.is_global_zero)
