@@ -90,7 +90,10 @@ def version() -> None:
 
 
 def _add_domain_commands() -> None:
+    present = {group.name for group in app.registered_groups}
     for ep in metadata.entry_points(group="tujie.cli"):
+        if ep.name in present:
+            continue
         try:
             app.add_typer(ep.load(), name=ep.name)
         except Exception as exc:  # a broken optional package must not take the CLI down

@@ -5,11 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import re
+
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tujie_core.errors import ConfigError
 from tujie_core.registry import format_validation_error
+
+
+class YAMLLoader(yaml.SafeLoader):
+    """Safe YAML that also reads ``1e-4`` as a float (YAML 1.2; PyYAML's 1.1 rules make it a string)."""
+
+
+YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"
+               r"(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=YAMLLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class Strict(BaseModel):
@@ -86,7 +104,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override '{text}': expected KEY=VALUE, for example trainer.max_epochs=3")
-    return key.strip().split("."), yaml.safe_load(value)
+    return key.strip().split("."), parse_yaml(value)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -106,7 +124,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -130,7 +148,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
         check_components(config)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {format_validation_error(exc, '')}") from None
+        raise ConfigError(f"{path}: {format_validation_error(exc, '', RunConfig)}") from None
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return config

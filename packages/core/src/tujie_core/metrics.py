@@ -7,6 +7,8 @@ confusion matrices are running counts. All states sync across processes in distr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -17,6 +19,25 @@ from torchmetrics import regression as R
 
 Kind = Literal["binary", "multiclass", "multilabel", "regression"]
 DEFAULT_THRESHOLDS = 1001
+
+
+@contextmanager
+def counting_mode() -> Iterator[None]:
+    """Metric updates with deterministic algorithms off.
+
+    Under ``torch.use_deterministic_algorithms(True)`` torchmetrics replaces ``bincount`` by a one-hot version that
+    needs batch × bins memory (hundreds of GB for binned curves). Bin counts are integers, exact in any order, so
+    the fast kernel is as reproducible here.
+    """
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        if enabled:
+            torch.use_deterministic_algorithms(True, warn_only=warn_only)
 
 
 class CalibrationBins(Metric):

@@ -137,14 +137,29 @@ def validate_kwargs(
     return {k: getattr(parsed, k) for k in parsed.model_fields_set}
 
 
-def format_validation_error(exc: ValidationError, prefix: str, known: list[str] | None = None) -> str:
-    """One line per problem: ``prefix.field: message``."""
+def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the pydantic model found by following ``loc`` (minus its last part) from ``model``."""
+    for part in loc[:-1]:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        model = fields[part].annotation
+        model = next((a for a in getattr(model, "__args__", ()) if hasattr(a, "model_fields")), model)
+    return list(getattr(model, "model_fields", {}))
+
+
+def format_validation_error(exc: ValidationError, prefix: str, known: list[str] | Any = None) -> str:
+    """One line per problem: ``prefix.field: message``.
+
+    ``known``: the valid keys, or the root pydantic model (its nested fields are looked up), for suggestions.
+    """
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         if err["type"] == "extra_forbidden":
             key = str(err["loc"][-1])
-            hint = suggest(key, known or [])
+            choices = known if isinstance(known, list) else _fields_at(known, err["loc"])
+            hint = suggest(key, choices)
             lines.append(f"{loc}: unknown key{hint}")
         elif err["type"] == "missing":
             lines.append(f"{loc}: required key is missing")

@@ -35,6 +35,7 @@ from tujie_core.callbacks import (
 )
 from tujie_core.checkpoint import AtomicCheckpointIO, rng_state, set_rng_state
 from tujie_core.config import TrainerConfig
+from tujie_core.metrics import counting_mode
 from tujie_core.progress import ProgressReporter
 from tujie_core.tasks import Task
 
@@ -250,7 +251,8 @@ class Trainer:
                 fabric.backward(out.loss * (sizes[i] * self.world_size / n_global))
             loss_sum += out.loss.detach().float() * sizes[i]
             if train_metrics is not None:
-                train_metrics.update(out.preds, out.target)
+                with counting_mode():
+                    train_metrics.update(out.preds, out.target)
         loss = loss_sum / n_local
         self._call("on_before_optimizer_step", self.optimizer, loss)
         self.optimizer.step()
@@ -276,9 +278,10 @@ class Trainer:
         for batch in loader:
             out = task.step(self.fabric.to_device(batch))
             loss.update(out.loss.float(), weight=out.batch_size)
-            metrics.update(out.preds, out.target)
-            for metric in curve_metrics.values():
-                metric.update(out.preds, out.target)
+            with counting_mode():
+                metrics.update(out.preds, out.target)
+                for metric in curve_metrics.values():
+                    metric.update(out.preds, out.target)
         model.train(was_training)
         scalars = {f"{prefix}/loss": float(loss.compute())} | {k: float(v) for k, v in metrics.compute().items()}
         computed = {k: _curve_output(m) for k, m in curve_metrics.items()}

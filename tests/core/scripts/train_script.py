@@ -1,0 +1,64 @@
+"""Training process driven by tests that need a fresh process: SIGKILL + resume, and multi-process DDP.
+
+Writes the final weights to --out (safetensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+
+import torch
+from lightning.fabric import seed_everything
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Subset
+
+from tujie_core import Callback, ClassificationTask, Trainer, create_model
+from tujie_core.data import digits
+
+
+class KillAt(Callback):
+    """SIGKILL this process right after optimizer step ``step`` (before any checkpoint of that step)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_step_end(self, trainer, loss) -> None:
+        if trainer.state.step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--run-dir")
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=0, help="use only the first N training samples")
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--optimizer", default="adamw")
+    parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--kill-at-step", type=int)
+    parser.add_argument("--resume")
+    args = parser.parse_args()
+
+    seed_everything(0, verbose=False)
+    splits = digits(val_fraction=0.1, test_fraction=0.0)
+    train = splits.train if not args.samples else Subset(splits.train, range(args.samples))
+    model = create_model("mlp", input_shape=(64,), num_outputs=10, hidden=[32], dropout=args.dropout)
+    task = ClassificationTask(model, num_classes=10, optimizer={"name": args.optimizer, "lr": 0.05})
+    callbacks = [KillAt(args.kill_at_step)] if args.kill_at_step else []
+    trainer = Trainer(
+        accelerator="cpu", devices=args.devices, max_epochs=args.epochs, checkpoint_every_n_steps=args.checkpoint_every,
+        progress="none", deterministic=True, callbacks=callbacks, run_dir=args.run_dir,
+    )
+    trainer.fit(task, DataLoader(train, batch_size=args.batch_size, shuffle=True),
+                DataLoader(splits.val, batch_size=128), ckpt_path=args.resume)
+    if trainer.fabric.is_global_zero:
+        save_file({k: v.contiguous() for k, v in task.model.state_dict().items()}, args.out)
+
+
+if __name__ == "__main__":
+    main()

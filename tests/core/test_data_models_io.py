@@ -1,0 +1,134 @@
+"""Datasets, the model registry, save/load of trained models, atomic checkpoint files and reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tujie_core import (
+    DATASETS,
+    MODELS,
+    ConfigError,
+    DataError,
+    Registry,
+    create_model,
+    load_pretrained,
+    save_pretrained,
+    write_report,
+)
+from tujie_core.checkpoint import atomic_write_bytes
+from tujie_core.data import breast_cancer, diabetes, digits, table
+from tujie_core.trainer import Evaluation
+
+
+def test_bundled_datasets_have_stratified_splits_and_info() -> None:
+    splits = digits()
+    sizes = [len(splits.train), len(splits.val), len(splits.test)]
+    assert sum(sizes) == 1797 and sizes[1] == pytest.approx(0.15 * 1797, abs=2)
+    assert splits.info.kind == "multiclass" and splits.info.num_outputs == 10
+    assert digits(as_image=True).train[0][0].shape == (1, 8, 8)
+    assert breast_cancer().info.kind == "binary" and diabetes().info.kind == "regression"
+    train_x = breast_cancer().train.tensors[0]
+    assert train_x.mean(0).abs().max() < 1e-4  # standardised with training statistics
+
+
+def test_table_reads_csv_and_tsv_with_string_labels(tmp_path: Path) -> None:
+    rows = "\n".join(f"{i},{i % 7 * 0.5},{'yes' if i % 2 else 'no'}" for i in range(40))
+    (tmp_path / "d.csv").write_text("a,b,label\n" + rows + "\n")
+    splits = table(tmp_path / "d.csv", target="label", val_fraction=0.2, test_fraction=0.2)
+    assert splits.info.kind == "binary" and splits.info.class_names == ["no", "yes"]
+    assert splits.info.feature_names == ["a", "b"] and len(splits.train) == 24
+    (tmp_path / "r.tsv").write_text("x\ty\n" + "\n".join(f"{i}\t{i * 0.37:.3f}" for i in range(30)))
+    assert table(tmp_path / "r.tsv", target="y").info.kind == "regression"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a,b,label\n1,2,0\n3,x,1\n", r"row 3, column 'b': 'x' is not a number"),
+        ("a,b,label\n1,2,0\n3,4\n", r"row 3: expected 3 fields"),
+        ("a,b,label\n1,2,\n", r"row 2, column 'label': empty target"),
+        ("a,b,target\n1,2,0\n", r"no column 'label' \(columns: a, b, target\)"),
+        ("a,b,label\n1,nan,0\n", r"row 2, column 'b': value 'nan' is not finite"),
+        ("a,b,label\n", r"no data rows"),
+    ],
+)
+def test_table_errors_name_file_row_and_column(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message) as info:
+        table(path, target="label")
+    assert str(path) in str(info.value)
+
+
+def test_table_rejects_binary_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "bin.csv"
+    path.write_bytes(b"a,label\n\xff\xfe,1\n")
+    with pytest.raises(DataError, match="not UTF-8"):
+        table(path, target="label")
+
+
+def test_registry_validates_and_suggests() -> None:
+    registry: Registry = Registry("widgets")
+
+    @registry.register()
+    def knob(size: int, colour: str = "red") -> tuple[int, str]:
+        return size, colour
+
+    assert registry.create("knob", size="3") == (3, "red")
+    with pytest.raises(ConfigError, match=r"'knb' is not in the widgets registry \(did you mean 'knob'\?\)"):
+        registry.get("knb")
+    with pytest.raises(ConfigError, match=r"widgets.colr: unknown key \(did you mean 'colour'\?\)"):
+        registry.create("knob", size=1, colr="blue")
+    with pytest.raises(ConfigError, match=r"widgets.size: required key is missing"):
+        registry.create("knob")
+    assert {"mlp", "cnn", "linear"} <= set(MODELS.names()) and "digits" in DATASETS
+
+
+def test_save_and_load_pretrained_round_trip(tmp_path: Path) -> None:
+    model = create_model("cnn", input_shape=(1, 8, 8), num_outputs=10, channels=[4, 8]).eval()
+    spec = {"name": "cnn", "input_shape": [1, 8, 8], "num_outputs": 10, "channels": [4, 8]}
+    save_pretrained(tmp_path / "m", model, spec, class_names=[str(i) for i in range(10)])
+    loaded, config = load_pretrained(tmp_path / "m")
+    x = torch.randn(5, 1, 8, 8)
+    assert torch.equal(loaded(x), model(x))
+    assert config["class_names"][3] == "3"
+    with pytest.raises(DataError, match="missing config.json"):
+        load_pretrained(tmp_path)
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "last.ckpt"
+    atomic_write_bytes(path, b"old")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_report_for_binary_and_regression(tmp_path: Path) -> None:
+    from tujie_core.metrics import curve_metrics
+
+    curves = curve_metrics("binary", 2)
+    target = torch.randint(0, 2, (100,))
+    probs = torch.rand(100)
+    for metric in curves.values():
+        metric.update(probs, target)
+    computed = {k: (m.bins() if hasattr(m, "bins") else m.compute()) for k, m in curves.items()}
+    history = [{"epoch": 1, "train/loss": 0.7, "val/loss": 0.6}, {"epoch": 2, "train/loss": 0.5, "val/loss": 0.55}]
+    report = write_report(tmp_path / "bin", title="binary", history=history, class_names=["neg", "pos"],
+                          evaluations={"test": Evaluation({"test/accuracy": 0.5}, computed, "binary")})
+    text = report.read_text()
+    assert "| accuracy | 0.5000 |" in text
+    for png in ("roc.png", "pr.png", "confusion_matrix.png", "reliability.png", "learning_curves.png"):
+        assert (tmp_path / "bin" / "plots" / png).stat().st_size > 1000 and f"plots/{png}" in text
+    report = write_report(tmp_path / "reg", title="regression", history=history,
+                          evaluations={"test": Evaluation({"test/rmse": 0.3, "test/r2": 0.9}, {}, "regression")})
+    assert "| r2 | 0.9000 |" in report.read_text()

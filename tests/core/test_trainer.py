@@ -1,0 +1,192 @@
+"""The core Trainer: learning, exact gradient accumulation, callbacks, plugins, evaluation."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from tujie_core import (
+    Callback,
+    ClassificationTask,
+    EarlyStopping,
+    Plugin,
+    RegressionTask,
+    Trainer,
+    TrainingError,
+    create_model,
+)
+
+
+def quiet(**kw) -> Trainer:
+    return Trainer(accelerator="cpu", progress="none", **kw)
+
+
+def test_fit_learns_and_writes_metrics_log(blob_loaders, tmp_path: Path) -> None:
+    train, val = blob_loaders
+    task = ClassificationTask(create_model("mlp", input_shape=(4,), num_outputs=3, hidden=[16]), num_classes=3,
+                              optimizer={"name": "adamw", "lr": 0.05})
+    trainer = quiet(max_epochs=8, run_dir=tmp_path, monitor="val/accuracy", mode="max")
+    last = trainer.fit(task, train, val)
+    assert last["val/accuracy"] >= 0.9
+    assert last["train/loss"] < trainer.state.history[0]["train/loss"]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 9))
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    assert trainer.checkpoint_callback.best == max(r["val/accuracy"] for r in records)
+
+
+def _accumulation_run(batch_size: int, accumulate: int, data: TensorDataset) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 1))
+    task = RegressionTask(model, optimizer={"name": "sgd", "lr": 0.1})
+    trainer = quiet(max_epochs=2, accumulate_grad_batches=accumulate, train_metrics=False)
+    trainer.fit(task, DataLoader(data, batch_size=batch_size, shuffle=True))
+    return copy.deepcopy(model.state_dict())
+
+
+def test_gradient_accumulation_equals_full_batch_with_uneven_micro_batches() -> None:
+    """60 samples, micro-batches of 8, 4 per step: windows of 8+8+8+8 and 8+8+8+4 samples.
+
+    Normalising by micro-batch count would weight the 4-sample batch like the others; normalising by samples
+    must reproduce plain full-batch steps of 32 and 28 samples.
+    """
+    g = torch.Generator().manual_seed(3)
+    data = TensorDataset(torch.randn(60, 5, generator=g), torch.randn(60, generator=g))
+    accumulated = _accumulation_run(8, 4, data)
+    reference = _split_run(data)
+    for key in reference:
+        torch.testing.assert_close(accumulated[key], reference[key], atol=1e-6, rtol=0)
+
+
+def _split_run(data: TensorDataset) -> dict[str, torch.Tensor]:
+    """Reference without accumulation: one step per 32-then-28 samples, in the trainer's shuffled order."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch in range(2):
+        order = torch.randperm(60, generator=torch.Generator().manual_seed(epoch)).tolist()
+        for chunk in (order[:32], order[32:]):
+            x, y = data[chunk]
+            loss = nn.functional.mse_loss(model(x).reshape(-1), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return copy.deepcopy(model.state_dict())
+
+
+def test_early_stopping_stops_and_reports(blob_loaders) -> None:
+    train, val = blob_loaders
+    task = ClassificationTask(create_model("linear", input_shape=(4,), num_outputs=3), num_classes=3,
+                              optimizer={"name": "sgd", "lr": 0.0})  # nothing improves
+    stopper = EarlyStopping("val/loss", patience=2)
+    trainer = quiet(max_epochs=20, callbacks=[stopper])
+    trainer.fit(task, train, val)
+    assert trainer.state.epoch == 3 and stopper.stopped_epoch == 3
+    assert "did not improve for 2 epochs" in "\n".join(trainer.report_sections())
+
+
+def test_nan_loss_stops_before_the_update_with_a_clear_message(blob_loaders) -> None:
+    train, _ = blob_loaders
+    model = create_model("linear", input_shape=(4,), num_outputs=3)
+    with torch.no_grad():
+        model[1].weight.fill_(float("nan"))
+    before = model[1].bias.detach().clone()
+    with pytest.raises(TrainingError, match=r"loss is nan at epoch 0, step 1.*learning rate"):
+        quiet(max_epochs=1).fit(ClassificationTask(model, num_classes=3), train)
+    assert torch.equal(model[1].bias, before)
+
+
+def test_gradient_clipping_bounds_the_norm(blob_loaders) -> None:
+    train, _ = blob_loaders
+    norms: list[float] = []
+
+    class Probe(Callback):
+        order = 50  # after clipping
+
+        def on_before_optimizer_step(self, trainer, optimizer, loss) -> None:
+            grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+            norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    task = ClassificationTask(create_model("mlp", input_shape=(4,), num_outputs=3), num_classes=3)
+    quiet(max_epochs=1, gradient_clip_val=0.01, callbacks=[Probe()]).fit(task, train)
+    assert norms and max(norms) <= 0.01 + 1e-6
+
+
+def test_cosine_schedule_is_stepped_per_optimizer_step(blob_loaders) -> None:
+    train, _ = blob_loaders  # 90 samples / 16 = 6 steps per epoch
+    task = ClassificationTask(create_model("linear", input_shape=(4,), num_outputs=3), num_classes=3,
+                              optimizer={"name": "sgd", "lr": 1.0}, scheduler={"name": "cosine", "min_lr_ratio": 0.1})
+    trainer = quiet(max_epochs=2)
+    trainer.fit(task, train)
+    assert trainer.state.step == 12
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.1, abs=1e-6)
+
+
+def test_plugin_wraps_sees_every_step_and_is_checkpointed(blob_loaders, tmp_path: Path) -> None:
+    train, val = blob_loaders
+
+    class Counting(Plugin):
+        def __init__(self) -> None:
+            self.wrapped = False
+            self.steps = 0
+
+        def wrap(self, trainer, model, optimizer, loader):
+            self.wrapped = True
+            return model, optimizer, loader
+
+        def on_train_step_end(self, trainer, loss) -> None:
+            self.steps += 1
+
+        def state_dict(self):
+            return {"steps": self.steps}
+
+        def report_section(self, trainer):
+            return f"Counting plugin saw {self.steps} steps."
+
+    plugin = Counting()
+    task = ClassificationTask(create_model("linear", input_shape=(4,), num_outputs=3), num_classes=3)
+    trainer = quiet(max_epochs=2, plugins=[plugin], run_dir=tmp_path)
+    trainer.fit(task, train, val)
+    assert plugin.wrapped and plugin.steps == trainer.state.step == 12
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["callbacks"]["Counting"] == {"steps": 12}
+    assert "Counting plugin saw 12 steps." in trainer.report_sections()
+
+
+def test_test_and_predict(blob_loaders) -> None:
+    train, val = blob_loaders
+    task = ClassificationTask(create_model("linear", input_shape=(4,), num_outputs=3), num_classes=3,
+                              optimizer={"name": "adamw", "lr": 0.1})
+    trainer = quiet(max_epochs=5)
+    trainer.fit(task, train, val)
+    evaluation = trainer.test(task, val)
+    assert set(evaluation.curves) == {"roc", "pr", "confusion", "calibration"}
+    assert int(evaluation.curves["confusion"].sum()) == 30
+    probs = trainer.predict(task, val)
+    assert probs.shape == (30, 3)
+    torch.testing.assert_close(probs.sum(1), torch.ones(30))
+    accuracy = (probs.argmax(1) == val.dataset.tensors[1]).float().mean()
+    assert float(accuracy) == pytest.approx(evaluation.metrics["test/accuracy"], abs=1e-6)
+
+
+def test_binary_and_regression_tasks_train(blobs) -> None:
+    x, y = blobs.tensors
+    binary = TensorDataset(x, (y == 0).long())
+    task = ClassificationTask(create_model("linear", input_shape=(4,), num_outputs=1), num_classes=2, mode="binary",
+                              optimizer={"name": "adamw", "lr": 0.1})
+    trainer = quiet(max_epochs=10)
+    trainer.fit(task, DataLoader(binary, batch_size=32, shuffle=True))
+    assert trainer.validate(task, DataLoader(binary, batch_size=64))["val/roc_auc"] > 0.95
+
+    target = x @ torch.tensor([1.0, -2.0, 0.5, 0.0])
+    reg = TensorDataset(x, target)
+    task = RegressionTask(create_model("linear", input_shape=(4,), num_outputs=1), optimizer={"name": "adamw", "lr": 0.1})
+    quiet(max_epochs=30).fit(task, DataLoader(reg, batch_size=32, shuffle=True))
+    assert quiet().validate(task, DataLoader(reg, batch_size=64))["val/r2"] > 0.98
