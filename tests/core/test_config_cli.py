@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tujie_core import ConfigError, load_config
-
-from tujie_core import cli
+from tujie_core import ConfigError, cli, load_config
 
 GOOD = {
     "name": "tiny",
@@ -54,8 +52,17 @@ def test_train_command_writes_a_complete_run_folder_and_resumes(tmp_path: Path, 
     proc = tujie("train", str(config), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
-    for name in ("config.yaml", "metrics.jsonl", "report.md", "summary.json", "checkpoints/last.ckpt",
-                 "model/model.safetensors", "plots/roc.png", "plots/reliability.png", "plots/confusion_matrix.png"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "report.md",
+        "summary.json",
+        "checkpoints/last.ckpt",
+        "model/model.safetensors",
+        "plots/roc.png",
+        "plots/reliability.png",
+        "plots/confusion_matrix.png",
+    ):
         assert (run_dir / name).is_file(), name
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["metrics"]["test/roc_auc"] > 0.9
@@ -116,7 +123,7 @@ def test_load_config_applies_overrides_and_coerces_types(tmp_path: Path) -> None
     config = load_config(write(tmp_path, GOOD), ["trainer.max_epochs=7", "optimizer.lr=1e-4", "name=other"])
     assert config.trainer.max_epochs == 7 and config.name == "other"
     assert config.optimizer.params["lr"] == 1e-4
-    with pytest.raises(ConfigError, match="trainer.devices"):
+    with pytest.raises(ConfigError, match=r"trainer\.devices"):
         load_config(write(tmp_path, GOOD), ["trainer.devices=[1, 2]"])
 
 

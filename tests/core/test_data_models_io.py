@@ -95,7 +95,7 @@ def test_save_and_load_pretrained_round_trip(tmp_path: Path) -> None:
     x = torch.randn(5, 1, 8, 8)
     assert torch.equal(loaded(x), model(x))
     assert config["class_names"][3] == "3"
-    with pytest.raises(DataError, match="missing config.json"):
+    with pytest.raises(DataError, match=r"missing config\.json"):
         load_pretrained(tmp_path)
 
 
@@ -123,12 +123,21 @@ def test_report_for_binary_and_regression(tmp_path: Path) -> None:
         metric.update(probs, target)
     computed = {k: (m.bins() if hasattr(m, "bins") else m.compute()) for k, m in curves.items()}
     history = [{"epoch": 1, "train/loss": 0.7, "val/loss": 0.6}, {"epoch": 2, "train/loss": 0.5, "val/loss": 0.55}]
-    report = write_report(tmp_path / "bin", title="binary", history=history, class_names=["neg", "pos"],
-                          evaluations={"test": Evaluation({"test/accuracy": 0.5}, computed, "binary")})
+    report = write_report(
+        tmp_path / "bin",
+        title="binary",
+        history=history,
+        class_names=["neg", "pos"],
+        evaluations={"test": Evaluation({"test/accuracy": 0.5}, computed, "binary")},
+    )
     text = report.read_text()
     assert "| accuracy | 0.5000 |" in text
     for png in ("roc.png", "pr.png", "confusion_matrix.png", "reliability.png", "learning_curves.png"):
         assert (tmp_path / "bin" / "plots" / png).stat().st_size > 1000 and f"plots/{png}" in text
-    report = write_report(tmp_path / "reg", title="regression", history=history,
-                          evaluations={"test": Evaluation({"test/rmse": 0.3, "test/r2": 0.9}, {}, "regression")})
+    report = write_report(
+        tmp_path / "reg",
+        title="regression",
+        history=history,
+        evaluations={"test": Evaluation({"test/rmse": 0.3, "test/r2": 0.9}, {}, "regression")},
+    )
     assert "| r2 | 0.9000 |" in report.read_text()

@@ -133,7 +133,8 @@ def test_metric_memory_does_not_grow_with_data(rng: torch.Generator) -> None:
     for _ in range(3):
         target = torch.randint(0, 4, (1000,), generator=rng)
         collection.update(torch.rand(1000, 4, generator=rng).softmax(1), target)
-        sizes.append(sum(t.numel() for m in collection.values() for t in m.metric_state.values()
-                         if isinstance(t, torch.Tensor)))
+        sizes.append(
+            sum(t.numel() for m in collection.values() for t in m.metric_state.values() if isinstance(t, torch.Tensor))
+        )
         assert all(not isinstance(v, list) for m in collection.values() for v in m.metric_state.values())
     assert sizes[0] == sizes[-1]

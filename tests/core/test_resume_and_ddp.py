@@ -30,8 +30,9 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path) -> None:
     assert_ok(run_script("--out", str(reference), "--run-dir", str(tmp_path / "ref_run"), *common))
 
     run_dir = tmp_path / "run"
-    killed = run_script("--out", str(tmp_path / "never.safetensors"), "--run-dir", str(run_dir),
-                        "--kill-at-step", "33", *common)
+    killed = run_script(
+        "--out", str(tmp_path / "never.safetensors"), "--run-dir", str(run_dir), "--kill-at-step", "33", *common
+    )
     assert killed.returncode == -signal.SIGKILL
     last = run_dir / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=True)

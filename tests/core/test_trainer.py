@@ -29,8 +29,11 @@ def quiet(**kw) -> Trainer:
 
 def test_fit_learns_and_writes_metrics_log(blob_loaders, tmp_path: Path) -> None:
     train, val = blob_loaders
-    task = ClassificationTask(create_model("mlp", input_shape=(4,), num_outputs=3, hidden=[16]), num_classes=3,
-                              optimizer={"name": "adamw", "lr": 0.05})
+    task = ClassificationTask(
+        create_model("mlp", input_shape=(4,), num_outputs=3, hidden=[16]),
+        num_classes=3,
+        optimizer={"name": "adamw", "lr": 0.05},
+    )
     trainer = quiet(max_epochs=8, run_dir=tmp_path, monitor="val/accuracy", mode="max")
     last = trainer.fit(task, train, val)
     assert last["val/accuracy"] >= 0.9
@@ -83,8 +86,9 @@ def _split_run(data: TensorDataset) -> dict[str, torch.Tensor]:
 
 def test_early_stopping_stops_and_reports(blob_loaders) -> None:
     train, val = blob_loaders
-    task = ClassificationTask(create_model("linear", input_shape=(4,), num_outputs=3), num_classes=3,
-                              optimizer={"name": "sgd", "lr": 0.0})  # nothing improves
+    task = ClassificationTask(
+        create_model("linear", input_shape=(4,), num_outputs=3), num_classes=3, optimizer={"name": "sgd", "lr": 0.0}
+    )  # nothing improves
     stopper = EarlyStopping("val/loss", patience=2)
     trainer = quiet(max_epochs=20, callbacks=[stopper])
     trainer.fit(task, train, val)
@@ -121,8 +125,12 @@ def test_gradient_clipping_bounds_the_norm(blob_loaders) -> None:
 
 def test_cosine_schedule_is_stepped_per_optimizer_step(blob_loaders) -> None:
     train, _ = blob_loaders  # 90 samples / 16 = 6 steps per epoch
-    task = ClassificationTask(create_model("linear", input_shape=(4,), num_outputs=3), num_classes=3,
-                              optimizer={"name": "sgd", "lr": 1.0}, scheduler={"name": "cosine", "min_lr_ratio": 0.1})
+    task = ClassificationTask(
+        create_model("linear", input_shape=(4,), num_outputs=3),
+        num_classes=3,
+        optimizer={"name": "sgd", "lr": 1.0},
+        scheduler={"name": "cosine", "min_lr_ratio": 0.1},
+    )
     trainer = quiet(max_epochs=2)
     trainer.fit(task, train)
     assert trainer.state.step == 12
@@ -162,8 +170,9 @@ def test_plugin_wraps_sees_every_step_and_is_checkpointed(blob_loaders, tmp_path
 
 def test_test_and_predict(blob_loaders) -> None:
     train, val = blob_loaders
-    task = ClassificationTask(create_model("linear", input_shape=(4,), num_outputs=3), num_classes=3,
-                              optimizer={"name": "adamw", "lr": 0.1})
+    task = ClassificationTask(
+        create_model("linear", input_shape=(4,), num_outputs=3), num_classes=3, optimizer={"name": "adamw", "lr": 0.1}
+    )
     trainer = quiet(max_epochs=5)
     trainer.fit(task, train, val)
     evaluation = trainer.test(task, val)
@@ -179,14 +188,20 @@ def test_test_and_predict(blob_loaders) -> None:
 def test_binary_and_regression_tasks_train(blobs) -> None:
     x, y = blobs.tensors
     binary = TensorDataset(x, (y == 0).long())
-    task = ClassificationTask(create_model("linear", input_shape=(4,), num_outputs=1), num_classes=2, mode="binary",
-                              optimizer={"name": "adamw", "lr": 0.1})
+    task = ClassificationTask(
+        create_model("linear", input_shape=(4,), num_outputs=1),
+        num_classes=2,
+        mode="binary",
+        optimizer={"name": "adamw", "lr": 0.1},
+    )
     trainer = quiet(max_epochs=10)
     trainer.fit(task, DataLoader(binary, batch_size=32, shuffle=True))
     assert trainer.validate(task, DataLoader(binary, batch_size=64))["val/roc_auc"] > 0.95
 
     target = x @ torch.tensor([1.0, -2.0, 0.5, 0.0])
     reg = TensorDataset(x, target)
-    task = RegressionTask(create_model("linear", input_shape=(4,), num_outputs=1), optimizer={"name": "adamw", "lr": 0.1})
+    task = RegressionTask(
+        create_model("linear", input_shape=(4,), num_outputs=1), optimizer={"name": "adamw", "lr": 0.1}
+    )
     quiet(max_epochs=30).fit(task, DataLoader(reg, batch_size=32, shuffle=True))
     assert quiet().validate(task, DataLoader(reg, batch_size=64))["val/r2"] > 0.98

@@ -9,7 +9,6 @@ import argparse
 import os
 import signal
 
-import torch
 from lightning.fabric import seed_everything
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Subset
@@ -51,11 +50,21 @@ def main() -> None:
     task = ClassificationTask(model, num_classes=10, optimizer={"name": args.optimizer, "lr": 0.05})
     callbacks = [KillAt(args.kill_at_step)] if args.kill_at_step else []
     trainer = Trainer(
-        accelerator="cpu", devices=args.devices, max_epochs=args.epochs, checkpoint_every_n_steps=args.checkpoint_every,
-        progress="none", deterministic=True, callbacks=callbacks, run_dir=args.run_dir,
+        accelerator="cpu",
+        devices=args.devices,
+        max_epochs=args.epochs,
+        checkpoint_every_n_steps=args.checkpoint_every,
+        progress="none",
+        deterministic=True,
+        callbacks=callbacks,
+        run_dir=args.run_dir,
     )
-    trainer.fit(task, DataLoader(train, batch_size=args.batch_size, shuffle=True),
-                DataLoader(splits.val, batch_size=128), ckpt_path=args.resume)
+    trainer.fit(
+        task,
+        DataLoader(train, batch_size=args.batch_size, shuffle=True),
+        DataLoader(splits.val, batch_size=128),
+        ckpt_path=args.resume,
+    )
     if trainer.fabric.is_global_zero:
         save_file({k: v.contiguous() for k, v in task.model.state_dict().items()}, args.out)
 

@@ -76,7 +76,9 @@ def _improved(value: float, best: float | None, mode: str, min_delta: float) -> 
 def _monitored(metrics: dict[str, float], monitor: str, owner: str) -> float | None:
     if monitor not in metrics:
         if any(k.startswith("val/") for k in metrics) or not monitor.startswith("val/"):
-            raise TrainingError(f"{owner}: monitored metric '{monitor}' not found; logged: {', '.join(sorted(metrics))}")
+            raise TrainingError(
+                f"{owner}: monitored metric '{monitor}' not found; logged: {', '.join(sorted(metrics))}"
+            )
         return None  # no validation data this run
     return metrics[monitor]
 
@@ -85,8 +87,9 @@ def _monitored(metrics: dict[str, float], monitor: str, owner: str) -> float | N
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
 
-    def __init__(self, monitor: str = "val/loss", mode: Literal["min", "max"] = "min", patience: int = 3,
-                 min_delta: float = 0.0) -> None:
+    def __init__(
+        self, monitor: str = "val/loss", mode: Literal["min", "max"] = "min", patience: int = 3, min_delta: float = 0.0
+    ) -> None:
         self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
         self.best: float | None = None
         self.wait = 0
@@ -113,7 +116,10 @@ class EarlyStopping(Callback):
     def report_section(self, trainer: Trainer) -> str | None:
         if self.stopped_epoch is None:
             return None
-        return f"Early stopping: `{self.monitor}` did not improve for {self.patience} epochs; stopped after epoch {self.stopped_epoch}."
+        return (
+            f"Early stopping: `{self.monitor}` did not improve for {self.patience} epochs; "
+            f"stopped after epoch {self.stopped_epoch}."
+        )
 
 
 @CALLBACKS.register("checkpoint")
@@ -122,8 +128,13 @@ class ModelCheckpoint(Callback):
 
     order = 100  # after every callback whose state belongs in the checkpoint
 
-    def __init__(self, dirpath: Path, monitor: str = "val/loss", mode: Literal["min", "max"] = "min",
-                 every_n_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        dirpath: Path,
+        monitor: str = "val/loss",
+        mode: Literal["min", "max"] = "min",
+        every_n_steps: int | None = None,
+    ) -> None:
         self.dirpath = Path(dirpath)
         self.monitor, self.mode, self.every_n_steps = monitor, mode, every_n_steps
         self.best: float | None = None
@@ -157,7 +168,9 @@ class ModelCheckpoint(Callback):
     def report_section(self, trainer: Trainer) -> str | None:
         if self.best is None:
             return None
-        return f"Best checkpoint: epoch {self.best_epoch}, `{self.monitor}` = {self.best:.4g} (`checkpoints/best.ckpt`)."
+        return (
+            f"Best checkpoint: epoch {self.best_epoch}, `{self.monitor}` = {self.best:.4g} (`checkpoints/best.ckpt`)."
+        )
 
 
 @CALLBACKS.register("gradient_clipping")

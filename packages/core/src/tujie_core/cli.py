@@ -65,8 +65,9 @@ def demo(
     parts = sorted(metadata.entry_points(group="tujie.demo"), key=lambda ep: (ep.name != "core", ep.name))
     unknown = set(only) - {ep.name for ep in parts}
     if unknown:
-        raise TujieError(f"--only: no demo part named {', '.join(sorted(unknown))}; "
-                         f"installed: {', '.join(ep.name for ep in parts)}")
+        raise TujieError(
+            f"--only: no demo part named {', '.join(sorted(unknown))}; installed: {', '.join(ep.name for ep in parts)}"
+        )
     rows: list[tuple[str, str, str]] = []
     folders = []
     for ep in parts:

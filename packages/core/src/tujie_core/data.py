@@ -106,8 +106,13 @@ def digits(
     shape = (1, 8, 8) if as_image else (64,)
     info = DataInfo("multiclass", shape, 10, [str(c) for c in range(10)], source="sklearn.datasets.load_digits")
     return _tensor_splits(
-        bunch.data / 16.0, bunch.target, info, val_fraction=val_fraction, test_fraction=test_fraction,
-        seed=seed, standardize=False,
+        bunch.data / 16.0,
+        bunch.target,
+        info,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        standardize=False,
     )
 
 
@@ -116,11 +121,20 @@ def breast_cancer(val_fraction: float = 0.15, test_fraction: float = 0.15, seed:
     """Wisconsin breast-cancer diagnosis: 569 rows, 30 features, binary (1 = benign), bundled with scikit-learn."""
     bunch = skdatasets.load_breast_cancer()
     info = DataInfo(
-        "binary", (30,), 1, list(bunch.target_names), list(bunch.feature_names),
+        "binary",
+        (30,),
+        1,
+        list(bunch.target_names),
+        list(bunch.feature_names),
         source="sklearn.datasets.load_breast_cancer",
     )
     return _tensor_splits(
-        bunch.data, bunch.target, info, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+        bunch.data,
+        bunch.target,
+        info,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
         standardize=True,
     )
 
@@ -186,7 +200,7 @@ def table(
     labels: list[str] = []
     for i, row in enumerate(rows):
         line = i + 2  # header is line 1
-        if None in row or any(row[c] is None for c in features + [target]):
+        if None in row or any(row[c] is None for c in [*features, target]):
             raise DataError(f"{path}: row {line}: expected {len(header)} fields")
         x[i] = [_parse_float(row[c], path, line, c) for c in features]
         if not row[target].strip():

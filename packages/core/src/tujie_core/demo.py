@@ -32,5 +32,6 @@ def core_demo(output_dir: Path, quick: bool = False) -> DemoResult:
     config = load_config(bundled_config("digits_mlp"), overrides)
     result = train_from_config(config)
     keys = ["test/accuracy", "test/f1_macro", "test/roc_auc", "test/ece", "test/loss"]
-    return DemoResult("core: digits MLP", {k: result.metrics[k] for k in keys}, result.run_dir,
-                      [f"report: {result.report}"])
+    return DemoResult(
+        "core: digits MLP", {k: result.metrics[k] for k in keys}, result.run_dir, [f"report: {result.report}"]
+    )

@@ -93,15 +93,17 @@ def classification_metrics(
 ) -> MetricCollection:
     """Scalar metrics for probabilities ``preds`` and integer ``target``."""
     if kind == "binary":
-        return MetricCollection({
-            "accuracy": C.BinaryAccuracy(),
-            "precision": C.BinaryPrecision(),
-            "recall": C.BinaryRecall(),
-            "f1": C.BinaryF1Score(),
-            "roc_auc": C.BinaryAUROC(thresholds=thresholds),
-            "pr_auc": C.BinaryAveragePrecision(thresholds=thresholds),
-            "ece": CalibrationBins("binary"),
-        })
+        return MetricCollection(
+            {
+                "accuracy": C.BinaryAccuracy(),
+                "precision": C.BinaryPrecision(),
+                "recall": C.BinaryRecall(),
+                "f1": C.BinaryF1Score(),
+                "roc_auc": C.BinaryAUROC(thresholds=thresholds),
+                "pr_auc": C.BinaryAveragePrecision(thresholds=thresholds),
+                "ece": CalibrationBins("binary"),
+            }
+        )
     if kind == "multiclass":
         n = num_classes
         metrics: dict[str, Metric] = {"accuracy": C.MulticlassAccuracy(n, average="micro")}
@@ -127,12 +129,14 @@ def classification_metrics(
 
 
 def regression_metrics() -> MetricCollection:
-    return MetricCollection({
-        "mse": R.MeanSquaredError(),
-        "rmse": R.MeanSquaredError(squared=False),
-        "mae": R.MeanAbsoluteError(),
-        "r2": R.R2Score(),
-    })
+    return MetricCollection(
+        {
+            "mse": R.MeanSquaredError(),
+            "rmse": R.MeanSquaredError(squared=False),
+            "mae": R.MeanAbsoluteError(),
+            "r2": R.R2Score(),
+        }
+    )
 
 
 def curve_metrics(kind: Kind, num_classes: int, thresholds: int = DEFAULT_THRESHOLDS) -> dict[str, Metric]:
@@ -157,7 +161,11 @@ def curve_metrics(kind: Kind, num_classes: int, thresholds: int = DEFAULT_THRESH
 
 
 METRIC_DIRECTION: dict[str, bool] = {
-    "loss": False, "mse": False, "rmse": False, "mae": False, "ece": False,
+    "loss": False,
+    "mse": False,
+    "rmse": False,
+    "mae": False,
+    "ece": False,
 }
 
 

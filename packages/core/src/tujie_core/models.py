@@ -64,7 +64,12 @@ def cnn(
     layers: list[nn.Module] = []
     width = input_shape[0]
     for size in channels:
-        layers += [nn.Conv2d(width, size, 3, padding=1), nn.BatchNorm2d(size), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
+        layers += [
+            nn.Conv2d(width, size, 3, padding=1),
+            nn.BatchNorm2d(size),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+        ]
         width = size
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(width, num_outputs)]
     return nn.Sequential(*layers)

@@ -15,8 +15,13 @@ from tujie_core.registry import Registry
 OPTIMIZERS: Registry = Registry("optimizers")
 SCHEDULERS: Registry = Registry("schedulers")
 
-for _name, _cls in {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD,
-                    "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}.items():
+for _name, _cls in {
+    "adamw": torch.optim.AdamW,
+    "adam": torch.optim.Adam,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+}.items():
     OPTIMIZERS.register(_name)(_cls)
 
 

@@ -39,12 +39,18 @@ class ProgressReporter:
         if self.mode == "rich":
             if self._bar is None:
                 self._bar = Progress(
-                    TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=Console(), transient=False,
+                    TextColumn("[bold]{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    TextColumn("{task.fields[info]}"),
+                    console=Console(),
+                    transient=False,
                 )
                 self._bar.start()
-            self._task = self._bar.add_task(f"epoch {epoch + 1}/{max_epochs}", total=total, completed=completed,
-                                            info="")
+            self._task = self._bar.add_task(
+                f"epoch {epoch + 1}/{max_epochs}", total=total, completed=completed, info=""
+            )
 
     def advance(self, batches: int, step: int, loss: float | None) -> None:
         if self.mode == "rich" and self._bar is not None:

@@ -14,11 +14,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from torch import Tensor
 
-from tujie_core.trainer import Evaluation  # noqa: E402
+from tujie_core.trainer import Evaluation
 
 PlotFn = Callable[[Any, list[str]], plt.Figure]
 MAX_CURVES = 10  # per-class curves drawn for multi-class ROC/PR; more classes are summarised by the macro metric
@@ -85,8 +85,15 @@ def plot_confusion(value: Tensor, names: list[str]) -> plt.Figure:
     if n <= 20:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="Confusion matrix")
     ax.set_xticklabels(names, rotation=90 if n > 6 else 0, fontsize=7)
     ax.set_yticklabels(names, fontsize=7)
@@ -99,11 +106,22 @@ def plot_reliability(bins: dict[str, Tensor], names: list[str]) -> plt.Figure:
     edges = bins["edges"].numpy()
     centers = (edges[:-1] + edges[1:]) / 2
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.bar(centers, np.nan_to_num(bins["outcome"].numpy()), width=edges[1] - edges[0], edgecolor="k",
-           alpha=0.7, label="observed")
+    ax.bar(
+        centers,
+        np.nan_to_num(bins["outcome"].numpy()),
+        width=edges[1] - edges[0],
+        edgecolor="k",
+        alpha=0.7,
+        label="observed",
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
-    ax.set(xlabel="predicted confidence", ylabel="observed frequency", title="Reliability diagram",
-           xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel="predicted confidence",
+        ylabel="observed frequency",
+        title="Reliability diagram",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(loc="upper left", fontsize=8)
     return fig
 

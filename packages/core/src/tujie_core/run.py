@@ -41,8 +41,7 @@ def build_data(config: RunConfig) -> DataSplits:
 def build_task(config: RunConfig, info: DataInfo) -> Task:
     """Model from the registry sized by the data; task from the config or inferred from the target kind."""
     model_params = config.model.params
-    model = create_model(config.model.name, input_shape=info.input_shape, num_outputs=info.num_outputs,
-                         **model_params)
+    model = create_model(config.model.name, input_shape=info.input_shape, num_outputs=info.num_outputs, **model_params)
     spec = config.task
     name = spec.name if spec else ("regression" if info.kind == "regression" else "classification")
     params: dict[str, Any] = dict(spec.params) if spec else {}
@@ -60,8 +59,12 @@ def loaders(config: RunConfig, splits: DataSplits) -> dict[str, DataLoader | Non
     def make(dataset: Any, shuffle: bool) -> DataLoader | None:
         if dataset is None:
             return None
-        return DataLoader(dataset, batch_size=data.batch_size if shuffle else eval_batch, shuffle=shuffle,
-                          num_workers=data.num_workers)
+        return DataLoader(
+            dataset,
+            batch_size=data.batch_size if shuffle else eval_batch,
+            shuffle=shuffle,
+            num_workers=data.num_workers,
+        )
 
     return {"train": make(splits.train, True), "val": make(splits.val, False), "test": make(splits.test, False)}
 
@@ -111,17 +114,35 @@ def train_from_config(config: RunConfig, resume: str | Path | None = None) -> Ru
     report = run_dir / "report.md"
     if trainer.fabric.is_global_zero:
         info = splits.info
-        save_pretrained(run_dir / "model", task.model,
-                        {"name": config.model.name, "input_shape": list(info.input_shape),
-                         "num_outputs": info.num_outputs, **config.model.params},
-                        kind=info.kind, class_names=info.class_names, feature_names=info.feature_names)
-        (run_dir / "summary.json").write_text(json.dumps({"metrics": metrics, "epochs": trainer.state.epoch,
-                                                          "steps": trainer.state.step}, indent=2))
-        header = (f"Data: `{config.data.name}` ({info.source}), {info.kind}, input shape {info.input_shape}. "
-                  f"Model: `{config.model.name}`. Epochs run: {trainer.state.epoch}, optimizer steps: "
-                  f"{trainer.state.step}. Evaluated with the best checkpoint by `{config.trainer.monitor}`.")
+        save_pretrained(
+            run_dir / "model",
+            task.model,
+            {
+                "name": config.model.name,
+                "input_shape": list(info.input_shape),
+                "num_outputs": info.num_outputs,
+                **config.model.params,
+            },
+            kind=info.kind,
+            class_names=info.class_names,
+            feature_names=info.feature_names,
+        )
+        (run_dir / "summary.json").write_text(
+            json.dumps({"metrics": metrics, "epochs": trainer.state.epoch, "steps": trainer.state.step}, indent=2)
+        )
+        header = (
+            f"Data: `{config.data.name}` ({info.source}), {info.kind}, input shape {info.input_shape}. "
+            f"Model: `{config.model.name}`. Epochs run: {trainer.state.epoch}, optimizer steps: "
+            f"{trainer.state.step}. Evaluated with the best checkpoint by `{config.trainer.monitor}`."
+        )
         sections = trainer.report_sections()
-        report = write_report(run_dir, title=f"Run report: {config.name}", evaluations=evaluations,
-                              history=trainer.state.history, class_names=info.class_names,
-                              sections=sections, header=header)
+        report = write_report(
+            run_dir,
+            title=f"Run report: {config.name}",
+            evaluations=evaluations,
+            history=trainer.state.history,
+            class_names=info.class_names,
+            sections=sections,
+            header=header,
+        )
     return RunResult(run_dir, metrics, report, trainer.fabric.is_global_zero)

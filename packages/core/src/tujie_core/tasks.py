@@ -7,7 +7,7 @@ A task owns the model; the :class:`~tujie_core.trainer.Trainer` owns the loop. S
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -80,8 +80,8 @@ class Task:
         return self.predictions(self.forward(inputs))
 
     # ---- metrics ----------------------------------------------------------------------------------------------
-    def metrics(self) -> MetricCollection:
-        """Scalar metrics updated with ``(preds, target)`` of every batch."""
+    def metrics(self, stage: str = "eval") -> MetricCollection:
+        """Scalar metrics updated with ``(preds, target)`` of every batch; ``stage="train"`` may be cheaper."""
         return MetricCollection({})
 
     def curves(self) -> dict[str, Metric]:
@@ -152,8 +152,14 @@ class ClassificationTask(Task):
         out.target = out.target.long()
         return out
 
-    def metrics(self) -> MetricCollection:
-        return classification_metrics(self.kind, self.num_classes, self.thresholds)
+    # binned ranking metrics and calibration cost a bincount over thresholds × classes per batch: evaluation only
+    EVAL_ONLY = ("roc_auc", "pr_auc", "ece")
+
+    def metrics(self, stage: str = "eval") -> MetricCollection:
+        collection = classification_metrics(self.kind, self.num_classes, self.thresholds)
+        if stage == "train":
+            collection = MetricCollection({k: m for k, m in collection.items() if k not in self.EVAL_ONLY})
+        return collection
 
     def curves(self) -> dict[str, Metric]:
         return curve_metrics(self.kind, self.num_classes, self.thresholds)
@@ -164,7 +170,7 @@ class RegressionTask(Task):
     """Regression of one or more real targets with MSE, MAE or Huber loss."""
 
     kind = "regression"
-    LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
+    LOSSES: ClassVar[dict[str, Any]] = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
 
     def __init__(
         self,
@@ -182,5 +188,5 @@ class RegressionTask(Task):
     def predictions(self, outputs: Tensor) -> Tensor:
         return outputs.float().squeeze(-1) if outputs.ndim > 1 and outputs.shape[-1] == 1 else outputs.float()
 
-    def metrics(self) -> MetricCollection:
+    def metrics(self, stage: str = "eval") -> MetricCollection:
         return regression_metrics()

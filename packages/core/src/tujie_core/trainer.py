@@ -83,8 +83,12 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.fabric = Fabric(
-            accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, num_nodes=cfg.num_nodes,
-            precision=cfg.precision, plugins=[AtomicCheckpointIO()],
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            strategy=cfg.strategy,
+            num_nodes=cfg.num_nodes,
+            precision=cfg.precision,
+            plugins=[AtomicCheckpointIO()],
         )
         self.fabric.launch()
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -133,7 +137,8 @@ class Trainer:
         extra = [LRScheduling(schedule)] if schedule is not None else []
         everything = [*self._default_callbacks(), *self.callbacks, *self.plugins, *extra]
         self._active = sorted(everything, key=lambda c: c.order)
-        train_metrics = task.metrics().clone(prefix="train/").to(fabric.device) if cfg.train_metrics else None
+        train_metrics = task.metrics("train").clone(prefix="train/").to(fabric.device) if cfg.train_metrics else None
+        self._loss_sum = torch.zeros((), device=fabric.device)  # running training-loss sum of this epoch
         pending_rng = self._restore(ckpt_path) if ckpt_path is not None else None
         task.model = self.model
         try:
@@ -183,7 +188,8 @@ class Trainer:
         state = {
             "model": self.model,
             "optimizer": self.optimizer,
-            "trainer": asdict(self.state) | {"should_stop": self.should_stop},
+            "trainer": asdict(self.state)
+            | {"should_stop": self.should_stop, "loss_sum": self.state.loss_sum + float(self._loss_sum)},
             "callbacks": {key: cb.state_dict() for key, cb in self._keyed_callbacks()},
             "rng": self._gather_rng(),
             "config": self.config.model_dump(mode="json"),
@@ -225,6 +231,7 @@ class Trainer:
             metrics |= self._evaluate(task, val_loader, "val", curves=False).metrics
         state.epoch += 1
         state.batches_in_epoch, state.loss_sum, state.loss_count = 0, 0.0, 0
+        self._loss_sum = torch.zeros((), device=self.fabric.device)
         record = {"epoch": state.epoch, "step": state.step, **metrics}
         state.history.append(record)
         self._log(record)
@@ -261,7 +268,7 @@ class Trainer:
         state.batches_in_epoch += len(window)
         log_now = state.step % self.config.log_every_n_steps == 0
         loss_value = float(loss) if log_now else None
-        state.loss_sum += float(loss_sum)
+        self._loss_sum += loss_sum  # stays on the device: no host sync per step
         state.loss_count += n_local
         self.progress.advance(len(window), state.step, loss_value)
         self._call("on_train_step_end", loss)
@@ -296,8 +303,9 @@ class Trainer:
         if cfg.early_stopping_patience is not None:
             callbacks.append(EarlyStopping(cfg.monitor, cfg.mode, cfg.early_stopping_patience))
         if self.run_dir is not None and not any(isinstance(c, ModelCheckpoint) for c in self.callbacks):
-            callbacks.append(ModelCheckpoint(self.run_dir / "checkpoints", cfg.monitor, cfg.mode,
-                                             cfg.checkpoint_every_n_steps))
+            callbacks.append(
+                ModelCheckpoint(self.run_dir / "checkpoints", cfg.monitor, cfg.mode, cfg.checkpoint_every_n_steps)
+            )
         return callbacks
 
     def _keyed_callbacks(self) -> list[tuple[str, Callback]]:
@@ -317,27 +325,41 @@ class Trainer:
         if loader.batch_size is None or isinstance(loader.dataset, IterableDataset):
             return loader  # custom batch sampler or stream: its own set_epoch (if any) decides the order
         sampler = DistributedSampler(
-            loader.dataset, num_replicas=self.world_size, rank=self.fabric.global_rank, shuffle=shuffle,
+            loader.dataset,
+            num_replicas=self.world_size,
+            rank=self.fabric.global_rank,
+            shuffle=shuffle,
             seed=self.config.seed,
         )
         return DataLoader(
-            loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-            timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
-            persistent_workers=loader.persistent_workers, generator=torch.Generator(),
+            loader.dataset,
+            batch_size=loader.batch_size,
+            sampler=sampler,
+            num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory,
+            drop_last=loader.drop_last,
+            timeout=loader.timeout,
+            worker_init_fn=loader.worker_init_fn,
+            persistent_workers=loader.persistent_workers,
+            generator=torch.Generator(),
             prefetch_factor=loader.prefetch_factor if loader.num_workers else None,
         )
 
     def _set_epoch(self, loader: DataLoader, epoch: int) -> None:
-        for obj in (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None),
-                    getattr(loader, "batch_sampler", None)):
+        for obj in (
+            getattr(loader, "sampler", None),
+            getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+            getattr(loader, "batch_sampler", None),
+        ):
             if callable(getattr(obj, "set_epoch", None)):
                 obj.set_epoch(epoch)
         if isinstance(getattr(loader, "generator", None), torch.Generator):
             loader.generator.manual_seed(self.config.seed + epoch)  # worker seeds: a function of (seed, epoch)
 
     def _epoch_train_loss(self) -> float:
-        total = torch.tensor([self.state.loss_sum, float(self.state.loss_count)], device=self.fabric.device)
+        loss_sum = self._loss_sum.double() + self.state.loss_sum
+        total = torch.stack([loss_sum, torch.tensor(float(self.state.loss_count), device=loss_sum.device).double()])
         if self.world_size > 1:
             total = self.fabric.all_reduce(total, reduce_op="sum")
         return float(total[0] / total[1]) if total[1] > 0 else math.nan
