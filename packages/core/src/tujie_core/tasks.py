@@ -6,6 +6,7 @@ A task owns the model; the :class:`~tujie_core.trainer.Trainer` owns the loop. S
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -69,11 +70,13 @@ class Task:
         """Model outputs → what metrics and ``predict`` see (probabilities or values)."""
         return outputs
 
-    def step(self, batch: Any) -> StepOutput:
+    def step(self, batch: Any, with_predictions: bool = True) -> StepOutput:
+        """Loss of one batch; ``with_predictions=False`` skips the predictions when no metric needs them."""
         inputs, target = self.unpack(batch)
         outputs = self.forward(inputs)
         loss = self.loss(outputs, target)
-        return StepOutput(loss, self.predictions(outputs.detach()), target, int(target.shape[0]))
+        preds = self.predictions(outputs.detach()) if with_predictions else outputs.detach()
+        return StepOutput(loss, preds, target, int(target.shape[0]))
 
     def predict_step(self, batch: Any) -> Tensor:
         inputs = self.unpack(batch)[0] if isinstance(batch, dict | tuple | list) else batch
@@ -90,13 +93,15 @@ class Task:
 
     # ---- optimisation -------------------------------------------------------------------------------------------
     def configure_optimizers(self, total_steps: int) -> tuple[Optimizer, Schedule | None]:
-        """Optimizer from ``optimizer_spec``; no weight decay on biases and norm weights (1-D parameters)."""
+        """Optimizer from ``optimizer_spec``; with weight decay, none on biases and norm weights (1-D parameters)."""
         spec = self.optimizer_spec
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        groups = [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-        optimizer = OPTIMIZERS.create(spec.name, where="optimizer", runtime={"params": groups}, **spec.params)
+        params: list[Any] = [p for p in self.model.parameters() if p.requires_grad]
+        default_decay = inspect.signature(OPTIMIZERS.get(spec.name)).parameters.get("weight_decay")
+        if spec.params.get("weight_decay", getattr(default_decay, "default", 0)):
+            decay = [p for p in params if p.ndim > 1]
+            no_decay = [p for p in params if p.ndim <= 1]
+            params = [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        optimizer = OPTIMIZERS.create(spec.name, where="optimizer", runtime={"params": params}, **spec.params)
         if self.scheduler_spec is None:
             return optimizer, None
         sched = self.scheduler_spec
@@ -147,9 +152,10 @@ class ClassificationTask(Task):
         probs = outputs.float().sigmoid()
         return probs.reshape(-1) if self.kind == "binary" else probs
 
-    def step(self, batch: Any) -> StepOutput:
-        out = super().step(batch)
-        out.target = out.target.long()
+    def step(self, batch: Any, with_predictions: bool = True) -> StepOutput:
+        out = super().step(batch, with_predictions)
+        if with_predictions:
+            out.target = out.target.long()
         return out
 
     # binned ranking metrics and calibration cost a bincount over thresholds × classes per batch: evaluation only

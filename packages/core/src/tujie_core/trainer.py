@@ -250,16 +250,17 @@ class Trainer:
         n_global = n_local
         if self.world_size > 1:
             n_global = int(fabric.all_reduce(torch.tensor(float(n_local), device=fabric.device), reduce_op="sum"))
-        loss_sum = torch.zeros((), device=fabric.device)
+        weighted_losses = []
         for i, batch in enumerate(window):
             batch = fabric.to_device(batch)
             with fabric.no_backward_sync(model, enabled=self.world_size > 1 and i < len(window) - 1):
-                out = task.step(batch)
+                out = task.step(batch, with_predictions=train_metrics is not None)
                 fabric.backward(out.loss * (sizes[i] * self.world_size / n_global))
-            loss_sum += out.loss.detach().float() * sizes[i]
+            weighted_losses.append(out.loss.detach().float() * sizes[i])
             if train_metrics is not None:
                 with counting_mode():
                     train_metrics.update(out.preds, out.target)
+        loss_sum = weighted_losses[0] if len(weighted_losses) == 1 else torch.stack(weighted_losses).sum()
         loss = loss_sum / n_local
         self._call("on_before_optimizer_step", self.optimizer, loss)
         self.optimizer.step()
