@@ -158,17 +158,3 @@ def curve_metrics(kind: Kind, num_classes: int, thresholds: int = DEFAULT_THRESH
     if kind == "multilabel":
         return {"confusion": C.MultilabelConfusionMatrix(num_classes)}
     return {}
-
-
-METRIC_DIRECTION: dict[str, bool] = {
-    "loss": False,
-    "mse": False,
-    "rmse": False,
-    "mae": False,
-    "ece": False,
-}
-
-
-def higher_is_better(name: str) -> bool:
-    """Direction of a metric from its name (``val/f1_macro`` → True, ``val/loss`` → False)."""
-    return METRIC_DIRECTION.get(name.rsplit("/", 1)[-1], True)
