@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tujie_core.errors import ConfigError
 from tujie_core.registry import format_validation_error
@@ -85,8 +85,54 @@ class TrainerConfig(Strict):
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
 
 
+class ParamSpec(Strict):
+    """One searched hyperparameter: ``float``/``int`` in ``[low, high]`` (``log`` scale, ``step``) or ``choices``."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ParamSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
+        if self.low >= self.high:
+            raise ValueError(f"'low' ({self.low}) must be below 'high' ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale parameter needs low > 0, got {self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("'log' and 'step' cannot be combined")
+        return self
+
+
+class TuneSpec(Strict):
+    """Hyperparameter search over dotted config keys (``optimizer.lr``, ``model.hidden``, ``data.batch_size``)."""
+
+    space: dict[str, ParamSpec]
+    metric: str | None = Field(None, description="objective; default: trainer.monitor")
+    direction: Literal["minimize", "maximize"] | None = Field(None, description="default: from trainer.mode")
+    sampler: ComponentSpec = ComponentSpec(name="tpe")
+    pruner: ComponentSpec | None = ComponentSpec(name="median")
+    storage: str | None = Field(None, description="RDB URL; default: sqlite file in the tune folder")
+    study_name: str | None = Field(None, description="default: the run name")
+    trials: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TuneSpec:
+        if not self.space:
+            raise ValueError("empty search space: add at least one parameter under tune.space")
+        return self
+
+
 class RunConfig(Strict):
-    """A whole run: data, model, task, optimisation, trainer, callbacks and plugins."""
+    """A whole run: data, model, task, optimisation, trainer, callbacks, plugins and an optional search."""
 
     name: str = "run"
     output_dir: Path = Path("runs")
@@ -98,6 +144,7 @@ class RunConfig(Strict):
     trainer: TrainerConfig = TrainerConfig()
     callbacks: list[ComponentSpec] = []
     plugins: list[ComponentSpec] = []
+    tune: TuneSpec | None = None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

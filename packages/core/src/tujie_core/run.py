@@ -7,6 +7,7 @@ A run folder ``<output_dir>/<name>/<timestamp>/`` holds ``config.yaml`` (resolve
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 from lightning.fabric import seed_everything
 from torch.utils.data import DataLoader
 
-from tujie_core.callbacks import CALLBACKS, PLUGINS
+from tujie_core.callbacks import CALLBACKS, PLUGINS, Callback
 from tujie_core.config import RunConfig, dump_config
 from tujie_core.data import DATASETS, DataInfo, DataSplits
 from tujie_core.errors import ConfigError
@@ -74,17 +75,24 @@ def new_run_dir(config: RunConfig) -> Path:
     return config.output_dir / config.name / stamp
 
 
-def train_from_config(config: RunConfig, resume: str | Path | None = None) -> RunResult:
-    """Train, evaluate the best checkpoint on the test split (else validation) and write the report.
+def train_from_config(
+    config: RunConfig,
+    resume: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    run_dir: Path | None = None,
+) -> RunResult:
+    """Train, evaluate the best checkpoint on the validation and test splits and write the report.
 
     ``resume``: a run folder (its ``checkpoints/last.ckpt``) or a checkpoint file; the run continues in place.
+    ``callbacks`` are added to those of the config (a tuner adds its pruning callback); ``run_dir`` replaces the
+    timestamped folder.
     """
     seed_everything(config.trainer.seed, workers=True, verbose=False)
     splits = build_data(config)
     task = build_task(config, splits.info)
     trainer = Trainer(
         config.trainer,
-        callbacks=[CALLBACKS.create(s.name, where="callbacks", **s.params) for s in config.callbacks],
+        callbacks=[*(CALLBACKS.create(s.name, where="callbacks", **s.params) for s in config.callbacks), *callbacks],
         plugins=[PLUGINS.create(s.name, where="plugins", **s.params) for s in config.plugins],
     )
     ckpt = None
@@ -94,7 +102,7 @@ def train_from_config(config: RunConfig, resume: str | Path | None = None) -> Ru
         if not ckpt.is_file():
             raise ConfigError(f"{resume}: nothing to resume (no checkpoints/last.ckpt)")
         run_dir = ckpt.parent.parent
-    else:
+    elif run_dir is None:
         run_dir = trainer.fabric.broadcast(new_run_dir(config))  # every process writes to rank 0's folder
     trainer.run_dir = run_dir
     if trainer.fabric.is_global_zero:

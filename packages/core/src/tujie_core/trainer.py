@@ -7,6 +7,7 @@ callbacks and plugins, streaming metrics and a metrics log.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import math
@@ -91,6 +92,8 @@ class Trainer:
             plugins=[AtomicCheckpointIO()],
         )
         self.fabric.launch()
+        if self.fabric.world_size > 1:
+            atexit.register(_destroy_process_group)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.plugins = list(plugins)
         self.callbacks = list(callbacks)
@@ -400,6 +403,12 @@ class Trainer:
             yield
         finally:
             task.model = raw
+
+
+def _destroy_process_group() -> None:
+    """Tear the process group down before interpreter exit: gloo threads still alive then abort the process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _batch_size(task: Task, batch: Any) -> int:
