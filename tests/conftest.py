@@ -10,6 +10,10 @@ os.environ.setdefault("YOLO_OFFLINE", "true")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -30,3 +34,24 @@ def blob_loaders(blobs: TensorDataset) -> tuple[DataLoader, DataLoader]:
     train = TensorDataset(*blobs[:90])
     val = TensorDataset(*blobs[90:])
     return DataLoader(train, batch_size=16, shuffle=True), DataLoader(val, batch_size=32)
+
+
+@pytest.fixture
+def tujie(capsys, monkeypatch):
+    """Run the CLI in this process (as the console script would) and return (exit code, stdout, stderr)."""
+
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["tujie", *args])
+        capsys.readouterr()
+        from tujie_core import cli
+
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tujie_core import ConfigError, cli, load_config
+from tujie_core import ConfigError, load_config
 
 GOOD = {
     "name": "tiny",
@@ -26,25 +26,6 @@ def write(tmp_path: Path, config: dict | str, name: str = "run.yaml") -> Path:
     path = tmp_path / name
     path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
     return path
-
-
-@pytest.fixture
-def tujie(capsys, monkeypatch):
-    """Run the CLI in this process (as the console script would) and return (exit code, stdout, stderr)."""
-
-    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-        monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["tujie", *args])
-        capsys.readouterr()
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
-
-    return run
 
 
 def test_train_command_writes_a_complete_run_folder_and_resumes(tmp_path: Path, tujie) -> None:

@@ -83,6 +83,73 @@ def demo(
     console.print("\n".join(folders))
 
 
+evaluate_app = typer.Typer(
+    help="Model selection: cross-validation, decision thresholds, ensembles.", no_args_is_help=True
+)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@evaluate_app.command("cv")
+def evaluate_cv(
+    config: Path = typer.Argument(..., help="run config (YAML)"),
+    folds: int = typer.Option(5, help="number of folds"),
+    stratified: bool = typer.Option(True, help="keep class proportions in every fold"),
+    output_dir: Path | None = typer.Option(None, help="default: <output_dir>/<name>/cv"),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: trainer.max_epochs=3"),
+) -> None:
+    """k-fold cross-validation of a run config: mean ± std of every validation metric."""
+    from tujie_core.config import load_config
+    from tujie_core.evaluate import cross_validate
+
+    cv = cross_validate(load_config(config, overrides), folds, stratified=stratified, output_dir=output_dir)
+    rows = [(k, f"{cv.mean[k]:.4f}", f"{cv.std[k]:.4f}") for k in cv.mean]
+    console.print(metrics_table(f"{folds}-fold cross-validation", rows, ("metric", "mean", "std")))
+    console.print(f"folds: {cv.run_dirs[0].parent}")
+
+
+@evaluate_app.command("threshold")
+def evaluate_threshold(
+    run_dir: Path = typer.Argument(..., help="a finished binary-classification run folder"),
+    objective: str = typer.Option("f1", help="recall | precision | f1"),
+    target: float | None = typer.Option(None, help="the recall or precision to reach, e.g. 0.95"),
+) -> None:
+    """Choose a binary run's decision threshold on validation data and store it with the model."""
+    from tujie_core.evaluate import tune_run_threshold
+
+    if objective not in ("recall", "precision", "f1"):
+        raise TujieError(f"--objective: expected recall, precision or f1, got '{objective}'")
+    choice, metrics = tune_run_threshold(run_dir, objective, target)  # type: ignore[arg-type]
+    console.print(
+        f"threshold {choice.threshold:.4f}: val precision {choice.precision:.4f}, recall {choice.recall:.4f}, "
+        f"F1 {choice.f1:.4f} (stored in {run_dir / 'model' / 'config.json'})"
+    )
+    console.print(
+        metrics_table(
+            "metrics at the new threshold", [(k, f"{v:.4f}", "") for k, v in metrics.items()], ("metric", "value", "")
+        )
+    )
+
+
+@evaluate_app.command("ensemble")
+def evaluate_ensemble(
+    run_dirs: list[Path] = typer.Argument(..., help="two or more finished run folders on the same data"),
+    method: str = typer.Option("mean", help="mean (average probabilities) | vote (majority)"),
+) -> None:
+    """Evaluate several trained runs and their ensemble side by side."""
+    from tujie_core.evaluate import ensemble_runs
+
+    if method not in ("mean", "vote"):
+        raise TujieError(f"--method: expected mean or vote, got '{method}'")
+    results, _ = ensemble_runs(run_dirs, method)  # type: ignore[arg-type]
+    keys = [k for k in next(iter(results.values())) if k.endswith(("accuracy", "loss", "f1_macro", "f1", "r2", "mae"))]
+    table = Table(title=f"ensemble ({method})")
+    for column in ("model", *keys):
+        table.add_column(column)
+    for name, metrics in results.items():
+        table.add_row(name, *(f"{metrics[k]:.4f}" for k in keys))
+    console.print(table)
+
+
 @app.command()
 def version() -> None:
     """Print the versions of the installed tujie packages."""

@@ -89,16 +89,23 @@ class CalibrationBins(Metric):
 
 
 def classification_metrics(
-    kind: Literal["binary", "multiclass", "multilabel"], num_classes: int, thresholds: int | None = DEFAULT_THRESHOLDS
+    kind: Literal["binary", "multiclass", "multilabel"],
+    num_classes: int,
+    thresholds: int | None = DEFAULT_THRESHOLDS,
+    decision_threshold: float = 0.5,
 ) -> MetricCollection:
-    """Scalar metrics for probabilities ``preds`` and integer ``target``."""
+    """Scalar metrics for probabilities ``preds`` and integer ``target``.
+
+    ``decision_threshold``: probability above which a binary prediction counts as positive.
+    """
     if kind == "binary":
+        t = decision_threshold
         return MetricCollection(
             {
-                "accuracy": C.BinaryAccuracy(),
-                "precision": C.BinaryPrecision(),
-                "recall": C.BinaryRecall(),
-                "f1": C.BinaryF1Score(),
+                "accuracy": C.BinaryAccuracy(threshold=t),
+                "precision": C.BinaryPrecision(threshold=t),
+                "recall": C.BinaryRecall(threshold=t),
+                "f1": C.BinaryF1Score(threshold=t),
                 "roc_auc": C.BinaryAUROC(thresholds=thresholds),
                 "pr_auc": C.BinaryAveragePrecision(thresholds=thresholds),
                 "ece": CalibrationBins("binary"),
@@ -139,13 +146,15 @@ def regression_metrics() -> MetricCollection:
     )
 
 
-def curve_metrics(kind: Kind, num_classes: int, thresholds: int = DEFAULT_THRESHOLDS) -> dict[str, Metric]:
+def curve_metrics(
+    kind: Kind, num_classes: int, thresholds: int = DEFAULT_THRESHOLDS, decision_threshold: float = 0.5
+) -> dict[str, Metric]:
     """Curve-shaped results for the evaluation report (ROC, PR, confusion matrix, reliability)."""
     if kind == "binary":
         return {
             "roc": C.BinaryROC(thresholds=thresholds),
             "pr": C.BinaryPrecisionRecallCurve(thresholds=thresholds),
-            "confusion": C.BinaryConfusionMatrix(),
+            "confusion": C.BinaryConfusionMatrix(threshold=decision_threshold),
             "calibration": CalibrationBins("binary"),
         }
     if kind == "multiclass":

@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from lightning.fabric import seed_everything
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from tujie_core.callbacks import CALLBACKS, PLUGINS, Callback
-from tujie_core.config import RunConfig, dump_config
+from tujie_core.config import RunConfig, dump_config, load_config
 from tujie_core.data import DATASETS, DataInfo, DataSplits
 from tujie_core.errors import ConfigError
 from tujie_core.models import create_model
-from tujie_core.pretrained import save_pretrained
+from tujie_core.pretrained import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 from tujie_core.report import write_report
 from tujie_core.tasks import TASKS, Task
 from tujie_core.trainer import Evaluation, Trainer
@@ -80,15 +81,16 @@ def train_from_config(
     resume: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     run_dir: Path | None = None,
+    splits: DataSplits | None = None,
 ) -> RunResult:
     """Train, evaluate the best checkpoint on the validation and test splits and write the report.
 
     ``resume``: a run folder (its ``checkpoints/last.ckpt``) or a checkpoint file; the run continues in place.
     ``callbacks`` are added to those of the config (a tuner adds its pruning callback); ``run_dir`` replaces the
-    timestamped folder.
+    timestamped folder; ``splits`` replaces the config's data (cross-validation folds).
     """
     seed_everything(config.trainer.seed, workers=True, verbose=False)
-    splits = build_data(config)
+    splits = splits or build_data(config)
     task = build_task(config, splits.info)
     trainer = Trainer(
         config.trainer,
@@ -133,6 +135,7 @@ def train_from_config(
             },
             kind=info.kind,
             class_names=info.class_names,
+            **({"decision_threshold": task.decision_threshold} if info.kind == "binary" else {}),
             feature_names=info.feature_names,
         )
         (run_dir / "summary.json").write_text(
@@ -154,3 +157,32 @@ def train_from_config(
             header=header,
         )
     return RunResult(run_dir, metrics, report, trainer.fabric.is_global_zero)
+
+
+@dataclass
+class LoadedRun:
+    """A finished run folder brought back: its config, its data splits and its task with the trained weights."""
+
+    run_dir: Path
+    config: RunConfig
+    splits: DataSplits
+    task: Task
+    model_config: dict[str, Any]
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Rebuild a run written by :func:`train_from_config` from ``config.yaml`` and ``model/`` (safetensors)."""
+    run_dir = Path(run_dir)
+    model_dir = run_dir / "model"
+    for path in (run_dir / "config.yaml", model_dir / CONFIG_NAME, model_dir / WEIGHTS_NAME):
+        if not path.is_file():
+            raise ConfigError(f"{run_dir}: not a finished run folder (missing {path.relative_to(run_dir)})")
+    config = load_config(run_dir / "config.yaml")
+    splits = build_data(config)
+    task = build_task(config, splits.info)
+    model_config = json.loads((model_dir / CONFIG_NAME).read_text(encoding="utf-8"))
+    task.model.load_state_dict(load_file(str(model_dir / WEIGHTS_NAME)))
+    task.model.eval()
+    if "decision_threshold" in model_config:
+        task.decision_threshold = float(model_config["decision_threshold"])
+    return LoadedRun(run_dir, config, splits, task, model_config)

@@ -113,7 +113,11 @@ class Task:
 
 @TASKS.register("classification")
 class ClassificationTask(Task):
-    """Binary (one logit), multi-class (C logits) or multi-label (L logits) classification."""
+    """Binary (one logit), multi-class (C logits) or multi-label (L logits) classification.
+
+    ``decision_threshold``: probability above which a binary prediction is positive (0.5; tune it for a target
+    recall with :func:`tujie_core.evaluate.choose_threshold`).
+    """
 
     def __init__(
         self,
@@ -123,12 +127,16 @@ class ClassificationTask(Task):
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
         thresholds: int = DEFAULT_THRESHOLDS,
+        decision_threshold: float = 0.5,
         optimizer: SpecLike = None,
         scheduler: SpecLike = None,
     ) -> None:
         super().__init__(model, optimizer, scheduler)
         if mode == "binary" and num_classes not in (1, 2):
             raise ValueError(f"binary classification has 2 classes, got num_classes={num_classes}")
+        if not 0 < decision_threshold < 1:
+            raise ValueError(f"decision_threshold must be in (0, 1), got {decision_threshold}")
+        self.decision_threshold = decision_threshold
         self.kind = mode
         self.num_classes = 2 if mode == "binary" else num_classes
         self.label_smoothing = label_smoothing
@@ -162,13 +170,13 @@ class ClassificationTask(Task):
     EVAL_ONLY = ("roc_auc", "pr_auc", "ece")
 
     def metrics(self, stage: str = "eval") -> MetricCollection:
-        collection = classification_metrics(self.kind, self.num_classes, self.thresholds)
+        collection = classification_metrics(self.kind, self.num_classes, self.thresholds, self.decision_threshold)
         if stage == "train":
             collection = MetricCollection({k: m for k, m in collection.items() if k not in self.EVAL_ONLY})
         return collection
 
     def curves(self) -> dict[str, Metric]:
-        return curve_metrics(self.kind, self.num_classes, self.thresholds)
+        return curve_metrics(self.kind, self.num_classes, self.thresholds, self.decision_threshold)
 
 
 @TASKS.register("regression")

@@ -1,0 +1,300 @@
+"""Model selection (book ch. 12): k-fold cross-validation, decision thresholds, ensembles.
+
+- :func:`cross_validate` trains a run config once per fold and reports mean ± std of every validation metric.
+- :func:`choose_threshold` picks the binary decision threshold that reaches a target recall (or precision, or the
+  best F1) on validation data; :func:`tune_run_threshold` stores it with a trained run's model.
+- :class:`Ensemble` averages probabilities or takes a majority vote over trained models; it returns log-scores, so
+  a :class:`~tujie_core.tasks.ClassificationTask` evaluates it like any single model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from sklearn.model_selection import KFold, StratifiedKFold
+from torch import Tensor, nn
+from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
+
+from tujie_core.config import RunConfig
+from tujie_core.data import DataSplits
+from tujie_core.errors import ConfigError, DataError
+from tujie_core.pretrained import CONFIG_NAME
+from tujie_core.run import build_data, load_run, loaders, train_from_config
+from tujie_core.tasks import ClassificationTask, Task
+from tujie_core.trainer import Trainer
+
+# ---- cross-validation ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CrossValidation:
+    """Per-fold validation metrics and their mean and standard deviation (ddof=1)."""
+
+    folds: list[dict[str, float]]
+    mean: dict[str, float]
+    std: dict[str, float]
+    run_dirs: list[Path] = field(default_factory=list)
+
+    def table(self) -> str:
+        lines = ["| metric | mean | std | " + " | ".join(f"fold {i + 1}" for i in range(len(self.folds))) + " |"]
+        lines.append("|" + "---|" * (3 + len(self.folds)))
+        for key in self.mean:
+            per_fold = " | ".join(f"{fold[key]:.4f}" for fold in self.folds)
+            lines.append(f"| {key} | {self.mean[key]:.4f} | {self.std[key]:.4f} | {per_fold} |")
+        return "\n".join(lines)
+
+
+def dataset_targets(dataset: Dataset) -> np.ndarray:
+    """Targets of a map-style ``(x, y)`` dataset (read straight from a TensorDataset, else item by item)."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1].numpy()
+    if isinstance(dataset, Subset):
+        return dataset_targets(dataset.dataset)[np.asarray(dataset.indices)]
+    if isinstance(dataset, ConcatDataset):
+        return np.concatenate([dataset_targets(d) for d in dataset.datasets])
+    return np.asarray([np.asarray(dataset[i][1]) for i in range(len(dataset))])  # type: ignore[arg-type]
+
+
+def cross_validate(
+    config: RunConfig,
+    folds: int = 5,
+    *,
+    stratified: bool = True,
+    output_dir: str | Path | None = None,
+) -> CrossValidation:
+    """Train ``config`` on ``folds`` folds of its train + validation data; the test split stays untouched.
+
+    Each fold is a full run (best checkpoint by ``trainer.monitor`` on the held-out fold) in
+    ``<output_dir>/fold-<k>``; classification folds keep class proportions when ``stratified``.
+    Features keep the scaling fitted on the config's own train split (a small leak for standardised tables,
+    none for images).
+    """
+    if folds < 2:
+        raise ConfigError(f"folds: need at least 2, got {folds}")
+    base = build_data(config)
+    parts = [d for d in (base.train, base.val) if d is not None]
+    pool: Dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    targets = dataset_targets(pool)
+    if len(targets) < folds:
+        raise DataError(f"data '{config.data.name}': {len(targets)} samples cannot make {folds} folds")
+    classes = base.info.kind in ("binary", "multiclass")
+    seed = config.trainer.seed
+    if stratified and classes:
+        counts = np.bincount(targets.astype(int).reshape(-1))
+        if counts[counts > 0].min() < folds:
+            raise DataError(f"data '{config.data.name}': a class has fewer than {folds} samples; use fewer folds")
+        splitter: Any = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(folds, shuffle=True, random_state=seed)
+    out = Path(output_dir) if output_dir is not None else config.output_dir / config.name / "cv"
+    results, run_dirs = [], []
+    labels = targets if targets.ndim == 1 else np.zeros(len(targets))
+    for k, (train_idx, val_idx) in enumerate(splitter.split(np.zeros(len(targets)), labels)):
+        splits = DataSplits(Subset(pool, train_idx.tolist()), Subset(pool, val_idx.tolist()), None, base.info)
+        run_dir = out / f"fold-{k + 1}"
+        result = train_from_config(config, run_dir=run_dir, splits=splits)
+        results.append({key: v for key, v in result.metrics.items() if key.startswith("val/")})
+        run_dirs.append(run_dir)
+    keys = [key for key in results[0] if all(key in r for r in results)]
+    values = {key: np.array([r[key] for r in results]) for key in keys}
+    cv = CrossValidation(
+        results,
+        {key: float(v.mean()) for key, v in values.items()},
+        {key: float(v.std(ddof=1)) for key, v in values.items()},
+        run_dirs,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cv.json").write_text(json.dumps({"folds": cv.folds, "mean": cv.mean, "std": cv.std}, indent=2))
+    (out / "cv.md").write_text(f"# {folds}-fold cross-validation: {config.name}\n\n{cv.table()}\n", encoding="utf-8")
+    return cv
+
+
+# ---- decision threshold ----------------------------------------------------------------------------------------
+
+Objective = Literal["recall", "precision", "f1"]
+
+
+@dataclass
+class ThresholdChoice:
+    """The chosen binary decision threshold and the validation precision/recall/F1 it gives."""
+
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+    objective: str
+    target: float | None
+
+
+def choose_threshold(
+    probs: Tensor | np.ndarray, targets: Tensor | np.ndarray, objective: Objective = "f1", target: float | None = None
+) -> ThresholdChoice:
+    """Decision threshold for binary probabilities (ch. 12.4.2).
+
+    - ``objective="recall", target=0.95``: the highest threshold whose recall is ≥ 0.95 (best precision at that
+      recall; what medical screening wants);
+    - ``objective="precision", target=0.9``: the lowest threshold whose precision is ≥ 0.9 (best recall);
+    - ``objective="f1"``: the threshold with the best F1.
+
+    Computed exactly on the given validation set. A sample is positive when ``prob > threshold`` (torchmetrics'
+    rule); the threshold returned lies halfway between the lowest probability called positive and the next lower
+    one, so the validation figures reported here are what the stored threshold gives.
+    """
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    y = np.asarray(targets).reshape(-1).astype(bool)
+    if p.shape != y.shape or p.size == 0:
+        raise DataError(f"choose_threshold: need as many probabilities as targets, got {p.size} and {y.size}")
+    if not y.any():
+        raise DataError("choose_threshold: the validation data has no positive sample")
+    if objective == "f1" and target is not None:
+        raise ConfigError("choose_threshold: objective 'f1' takes no target")
+    if objective in ("recall", "precision") and (target is None or not 0 < target <= 1):
+        raise ConfigError(f"choose_threshold: objective '{objective}' needs a target in (0, 1], got {target}")
+    order = np.argsort(-p, kind="stable")
+    p_sorted, y_sorted = p[order], y[order]
+    last = np.r_[np.nonzero(np.diff(p_sorted))[0], p.size - 1]  # last index of each distinct probability
+    tp = np.cumsum(y_sorted)[last].astype(np.float64)
+    predicted = last + 1.0
+    thresholds = p_sorted[last]
+    precision = tp / predicted
+    recall = tp / y.sum()
+    f1 = np.where(tp > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    if objective == "f1":
+        i = int(np.argmax(f1))
+    elif objective == "recall":
+        ok = np.nonzero(recall >= target - 1e-12)[0]
+        i = int(ok[0])  # thresholds descend: the first index reaching the recall is the highest threshold
+    else:
+        ok = np.nonzero(precision >= target - 1e-12)[0]
+        if ok.size == 0:
+            raise DataError(
+                f"choose_threshold: no threshold reaches precision {target} (best on this data: {precision.max():.4f})"
+            )
+        i = int(ok[-1])
+    below = thresholds[i + 1] if i + 1 < thresholds.size else 0.0
+    threshold = float((thresholds[i] + below) / 2)
+    return ThresholdChoice(threshold, float(precision[i]), float(recall[i]), float(f1[i]), objective, target)
+
+
+def tune_run_threshold(
+    run_dir: str | Path, objective: Objective = "f1", target: float | None = None
+) -> tuple[ThresholdChoice, dict[str, float]]:
+    """Choose a trained binary run's threshold on its validation split and store it in ``model/config.json``.
+
+    Returns the choice and the validation (and test) metrics at the new threshold.
+    """
+    run = load_run(run_dir)
+    task = run.task
+    if not isinstance(task, ClassificationTask) or task.kind != "binary":
+        raise ConfigError(f"{run_dir}: decision thresholds apply to binary classification runs only")
+    split_loaders = loaders(run.config, run.splits)
+    if split_loaders["val"] is None:
+        raise ConfigError(f"{run_dir}: the run has no validation split to choose a threshold on")
+    trainer = Trainer(run.config.trainer, progress="none", devices=1)
+    probs = trainer.predict(task, split_loaders["val"])
+    choice = choose_threshold(probs, dataset_targets(run.splits.val), objective, target)
+    task.decision_threshold = choice.threshold
+    metrics: dict[str, float] = {}
+    for split in ("val", "test"):
+        if split_loaders[split] is not None:
+            metrics |= trainer.evaluate(task, split_loaders[split], split, curves=False).metrics
+    config_path = run.run_dir / "model" / CONFIG_NAME
+    stored = json.loads(config_path.read_text(encoding="utf-8"))
+    stored["decision_threshold"] = choice.threshold
+    stored["threshold_choice"] = {"objective": objective, "target": target, "chosen_on": "val"}
+    config_path.write_text(json.dumps(stored, indent=2), encoding="utf-8")
+    return choice, metrics
+
+
+# ---- ensembles ---------------------------------------------------------------------------------------------------
+
+EnsembleKind = Literal["binary", "multiclass", "multilabel", "regression"]
+
+
+class Ensemble(nn.Module):
+    """Average probabilities (``method="mean"``) or take a majority vote (``"vote"``) over trained models (ch. 12.4.3).
+
+    The output is a log-score whose softmax (multi-class) or sigmoid (binary, multi-label) is the averaged
+    probability or the vote share, so the usual classification task and metrics apply; for regression the
+    members' outputs are averaged.
+    """
+
+    def __init__(
+        self, models: Sequence[nn.Module], kind: EnsembleKind = "multiclass", method: Literal["mean", "vote"] = "mean"
+    ) -> None:
+        super().__init__()
+        if len(models) < 2:
+            raise ConfigError(f"an ensemble needs at least 2 models, got {len(models)}")
+        if kind == "regression" and method == "vote":
+            raise ConfigError("majority vote needs classes; use method='mean' for regression")
+        self.members = nn.ModuleList(models)
+        self.kind, self.method = kind, method
+
+    def forward(self, x: Tensor) -> Tensor:
+        outputs = torch.stack([member(x).float() for member in self.members])
+        if self.kind == "regression":
+            return outputs.mean(0)
+        eps = 1e-7
+        if self.kind == "multiclass":
+            probs = outputs.softmax(-1)
+            if self.method == "vote":
+                probs = nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).float()
+            return probs.mean(0).clamp_min(eps).log()
+        probs = outputs.sigmoid()
+        if self.method == "vote":
+            probs = (probs >= 0.5).float()
+        return torch.logit(probs.mean(0), eps=eps)
+
+
+def ensemble_runs(
+    run_dirs: Sequence[str | Path], method: Literal["mean", "vote"] = "mean"
+) -> tuple[dict[str, dict[str, float]], Task]:
+    """Evaluate several trained runs of the same data and their ensemble on the validation and test splits.
+
+    Returns ``{"<run folder name>" | "ensemble": metrics}`` and the ensemble task (for predict or save).
+    """
+    runs = [load_run(d) for d in run_dirs]
+    data = runs[0].config.data
+    for run in runs[1:]:
+        if run.config.data != data:
+            raise ConfigError(f"{run.run_dir}: data differs from {runs[0].run_dir}; an ensemble needs the same data")
+    first = runs[0]
+    kind = first.splits.info.kind
+    ensemble = Ensemble([r.task.model for r in runs], kind=kind, method=method)
+    if isinstance(first.task, ClassificationTask):
+        task: Task = ClassificationTask(
+            ensemble, num_classes=first.task.num_classes, mode=first.task.kind, thresholds=first.task.thresholds
+        )
+    else:
+        task = type(first.task)(ensemble)
+    split_loaders = loaders(first.config, first.splits)
+    trainer = Trainer(first.config.trainer, progress="none", devices=1)
+    results: dict[str, dict[str, float]] = {}
+    for name, candidate in [*((_label(r.run_dir), r.task) for r in runs), ("ensemble", task)]:
+        metrics: dict[str, float] = {}
+        for split in ("val", "test"):
+            if split_loaders[split] is not None:
+                metrics |= trainer.evaluate(candidate, split_loaders[split], split, curves=False).metrics
+        results[name] = metrics
+    return results, task
+
+
+def _label(run_dir: Path) -> str:
+    return f"{run_dir.parent.name}/{run_dir.name}"
+
+
+def results_table(results: dict[str, dict[str, float]], keys: Sequence[str] | None = None) -> str:
+    """Markdown table: one row per model, one column per metric."""
+    keys = list(keys or next(iter(results.values())).keys())
+    lines = ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, metrics in results.items():
+        cells = " | ".join(f"{metrics[k]:.4f}" if not math.isnan(metrics.get(k, math.nan)) else "—" for k in keys)
+        lines.append(f"| {name} | {cells} |")
+    return "\n".join(lines)
