@@ -83,6 +83,60 @@ def demo(
     console.print("\n".join(folders))
 
 
+@app.command()
+def tune(
+    config: Path = typer.Argument(..., help="run config (YAML) with a tune: section"),
+    trials: int | None = typer.Option(None, help="finished trials wanted in the study (default: tune.trials)"),
+    workers: int = typer.Option(1, help="worker processes sharing the study"),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: tune.sampler.name=random"),
+) -> None:
+    """Search hyperparameters with Optuna; resumes the study in the tune folder if one exists."""
+    from tujie_core.config import load_config
+    from tujie_core.tune import tune as run_tune
+
+    if workers < 1 or (trials is not None and trials < 1):
+        raise TujieError("--workers and --trials must be at least 1")
+    result = run_tune(load_config(config, overrides), trials=trials, workers=workers)
+    rows = [(key, str(value), "") for key, value in result.best_params.items()]
+    rows.append(("best value", f"{result.best_value:.4f}", ""))
+    rows.append(("trials", f"{result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed", ""))
+    console.print(metrics_table("best trial", rows, ("parameter", "value", "")))
+    console.print(f"best config: {result.best_config}\nsummary: {result.output_dir / 'tune.md'}")
+
+
+@app.command()
+def compress(
+    run_dir: Path = typer.Argument(..., help="a finished run folder"),
+    methods: str = typer.Option(
+        "prune,lowrank,int8,distil",
+        help="comma-separated: prune, prune-structured, lowrank, int8, int8-static, qat, onnx, distil",
+    ),
+    fine_tune_epochs: int = typer.Option(2, help="epochs of fine-tuning after pruning/low-rank, and for QAT"),
+    options: list[str] = typer.Option([], "--set", "-s", help="a method option: prune.amount=0.7, lowrank.rank=16"),
+    student: list[str] = typer.Option([], help="distillation student's model option: hidden=[32]"),
+) -> None:
+    """Compress a trained run with each method and write a size/latency/metric table into its report."""
+    from tujie_core.compress import compress_run
+    from tujie_core.config import apply_overrides
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if not names:
+        raise TujieError("--methods: name at least one method")
+    method_options = apply_overrides({}, options)
+    for name, value in method_options.items():
+        if name not in names or not isinstance(value, dict):
+            raise TujieError(f"--set {name}: expected METHOD.OPTION=VALUE for one of --methods ({', '.join(names)})")
+    result = compress_run(
+        run_dir,
+        names,
+        options=method_options,
+        fine_tune_epochs=fine_tune_epochs,
+        student=apply_overrides({}, student),
+    )
+    typer.echo(result.table)
+    console.print(f"table: {result.output_dir / 'compression.md'} (also in {run_dir / 'report.md'})")
+
+
 evaluate_app = typer.Typer(
     help="Model selection: cross-validation, decision thresholds, ensembles.", no_args_is_help=True
 )

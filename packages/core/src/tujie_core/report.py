@@ -160,6 +160,19 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
+def replace_section(report: Path, heading: str, body: str) -> None:
+    """Put ``heading`` + ``body`` into a markdown file, replacing that section (up to the next ``## ``) if present."""
+    text = report.read_text(encoding="utf-8")
+    start = text.find(f"\n{heading}\n")
+    section = f"\n{heading}\n\n{body.rstrip()}\n"
+    if start < 0:
+        text = text.rstrip("\n") + "\n" + section
+    else:
+        end = text.find("\n## ", start + len(heading) + 2)
+        text = text[:start] + section + (text[end:] if end >= 0 else "")
+    report.write_text(text, encoding="utf-8")
+
+
 def write_report(
     run_dir: str | Path,
     *,
