@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,10 +22,13 @@ class Row:
     unit: str
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """``--quick`` and ``--json PATH``, plus the script's own options added by ``extra``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="finish in under 2 minutes")
     parser.add_argument("--json", type=Path, help="write results to this JSON file")
+    if extra is not None:
+        extra(parser)
     return parser.parse_args()
 
 

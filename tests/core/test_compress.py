@@ -289,6 +289,15 @@ def test_low_rank_full_rank_reproduces_and_energy_shrinks(mlp: nn.Module, flat_d
             low_rank(mlp, **kwargs)
 
 
+def test_low_rank_with_nothing_worth_factorising_is_left_alone() -> None:
+    model = nn.Sequential(nn.Linear(2, 2))  # any rank r costs r·(2 + 2) ≥ 2·2 parameters
+    tuned = []
+    context = CompressionContext(example=torch.randn(1, 2), fine_tune=tuned.append)
+    same, details = compress("lowrank", model, context)
+    assert not tuned and "unchanged, not fine-tuned" in details
+    assert isinstance(same[0], nn.Linear) and same_weights(same, model.state_dict())
+
+
 # ---- quantisation ---------------------------------------------------------------------------------------------------
 def test_dynamic_int8_mlp_within_one_point(mlp: nn.Module, flat_digits: DataSplits) -> None:
     fp32 = accuracy(mlp, flat_digits.test)
@@ -364,6 +373,14 @@ def test_onnx_export_parity_and_predictions(cnn: nn.Module, image_digits: DataSp
     assert OnnxModule(fixed)(x[:1]).shape == (1, 10)
     with pytest.raises(Exception, match=r"(?i)dimension|shape"):
         OnnxModule(fixed)(x[:2])
+
+
+def test_onnx_parameter_count_leaves_out_batchnorm_statistics(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _randomise_norms(nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 2)))  # not foldable: stays in the graph
+    example = torch.randn(1, 4)
+    runtime = OnnxModule(export_onnx(model, example, tmp_path / "norm.onnx"))
+    assert measure(runtime, None, example, name="onnx", repeats=1).parameters == 4 + 4 + 4 * 2 + 2
 
 
 # ---- distillation ---------------------------------------------------------------------------------------------------

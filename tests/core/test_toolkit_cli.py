@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tujie_core import RunConfig, load_config, train_from_config
+from tujie_core import ConfigError, RunConfig, load_config, train_from_config
+from tujie_core import compress as compress_module
 from tujie_core.compress import compress_run
 
 CONFIGS = Path(__file__).parents[2] / "packages" / "core" / "src" / "tujie_core" / "configs"
@@ -31,6 +32,20 @@ def digits_run(tmp_path_factory) -> Path:
                 "monitor": "val/accuracy",
                 "mode": "max",
             },
+        }
+    )
+    return train_from_config(config).run_dir
+
+
+@pytest.fixture(scope="module")
+def diabetes_run(tmp_path_factory) -> Path:
+    config = RunConfig.model_validate(
+        {
+            "name": "diabetes",
+            "output_dir": str(tmp_path_factory.mktemp("diabetes")),
+            "data": {"name": "diabetes", "batch_size": 64},
+            "model": {"name": "mlp", "hidden": [16], "dropout": 0.0},
+            "trainer": {"max_epochs": 2, "progress": "none", "accelerator": "cpu"},
         }
     )
     return train_from_config(config).run_dir
@@ -97,6 +112,7 @@ def test_compress_command_and_its_errors(digits_run: Path, tmp_path: Path, tujie
     )
     assert result.returncode == 0, result.stderr
     assert "| prune-structured |" in result.stdout and "50% of each" in result.stdout
+    assert "fine-tuned" not in result.stdout  # 0 epochs: no fine-tuning at all
     cases = {
         ("--methods", "prune,int9"): "int9",
         ("--methods", "prune", "--set", "prune.amount=1.5"): "amount must be in [0, 1)",
@@ -109,3 +125,38 @@ def test_compress_command_and_its_errors(digits_run: Path, tmp_path: Path, tujie
         assert "Traceback" not in result.stderr
     result = tujie("compress", str(tmp_path / "missing"), cwd=tmp_path)
     assert result.returncode == 2 and "not a finished run folder" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("methods", "kwargs", "message"),
+    [
+        (["prune", "int9"], {}, r"'int9' is not in the compressors registry"),
+        (["prune"], {"options": {"prune": {"amout": 0.5}}}, r"compress\.prune\.amout: unknown key"),
+        (["int8"], {"options": {"int8": {"x": 1}}}, r"compress\.int8\.x: unknown key"),
+        (["lowrank"], {"options": {"lowrank": {"rank": "low"}}}, r"compress\.lowrank\.rank: "),
+        (["int8"], {"options": {"prune": {"amount": 0.5}}}, r"compress\.prune: options for a method that is not run"),
+        (["int8", "qat"], {"fine_tune_epochs": 0}, r"compress\.qat: .*needs fine_tune_epochs ≥ 1"),
+        (["distil"], {"student": {"hiden": [8]}}, r"compress\.student\.hiden: unknown key"),
+        (["int8"], {"student": {"hidden": [8]}}, r"compress\.student: .*distil is not run"),
+    ],
+)
+def test_compress_run_checks_every_name_and_option_before_any_work(
+    digits_run: Path, monkeypatch, methods: list[str], kwargs: dict, message: str
+) -> None:
+    def no_work(*args, **kwargs):
+        raise AssertionError("compression work started before the request was checked")
+
+    monkeypatch.setattr(compress_module, "loaders", no_work)
+    with pytest.raises(ConfigError, match=message):
+        compress_run(digits_run, methods, **kwargs)
+
+
+def test_compress_run_leaves_distillation_out_of_a_regression_run(diabetes_run: Path, monkeypatch) -> None:
+    result = compress_run(diabetes_run, fine_tune_epochs=0)
+    assert [row.method for row in result.rows] == ["fp32", "prune", "lowrank", "int8"]
+    assert result.rows[0].metric_name == "r2"
+    assert result.notes == ["distil left out: distillation needs a classification run."]
+    assert result.notes[0] in (result.output_dir / "compression.md").read_text()
+    monkeypatch.setattr(compress_module, "loaders", None)  # asked for explicitly: refused before any work
+    with pytest.raises(ConfigError, match=r"compress\.distil: distillation needs a classification run"):
+        compress_run(diabetes_run, ["int8", "distil"])

@@ -334,6 +334,16 @@ def test_a_bad_key_in_the_search_space_fails_fast(tmp_path: Path, space: dict, m
     assert not (tmp_path / "runs" / "tiny" / "tune" / "trials").exists()
 
 
+@pytest.mark.parametrize(
+    ("key", "choices"),
+    [("trainer.devices", [1, 2]), ("trainer.num_nodes", [1, 2]), ("trainer.strategy", ["auto", "ddp"])],
+)
+def test_the_process_layout_cannot_be_searched(tmp_path: Path, key: str, choices: list) -> None:
+    space = parse_space({key: {"type": "categorical", "choices": choices}})
+    with pytest.raises(ConfigError, match=rf"tune\.space\.{key}: cannot change from trial to trial"):
+        tune_module.check_space(run_config(tmp_path), space)
+
+
 def test_bad_tune_sections_fail_before_any_training(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"tune\.sampler\.name: 'tpee' is not in the samplers registry"):
         tune(run_config(tmp_path, sampler={"name": "tpee"}))

@@ -107,25 +107,27 @@ def tune(
 @app.command()
 def compress(
     run_dir: Path = typer.Argument(..., help="a finished run folder"),
-    methods: str = typer.Option(
-        "prune,lowrank,int8,distil",
-        help="comma-separated: prune, prune-structured, lowrank, int8, int8-static, qat, onnx, distil",
+    methods: str | None = typer.Option(
+        None,
+        help="comma-separated: prune, prune-structured, lowrank, int8, int8-static, qat, onnx, distil "
+        "(default: prune,lowrank,int8 and, for classification, distil)",
     ),
     fine_tune_epochs: int = typer.Option(2, help="epochs of fine-tuning after pruning/low-rank, and for QAT"),
     options: list[str] = typer.Option([], "--set", "-s", help="a method option: prune.amount=0.7, lowrank.rank=16"),
     student: list[str] = typer.Option([], help="distillation student's model option: hidden=[32]"),
 ) -> None:
     """Compress a trained run with each method and write a size/latency/metric table into its report."""
-    from tujie_core.compress import compress_run
+    from tujie_core.compress import DEFAULT_METHODS, compress_run
     from tujie_core.config import apply_overrides
 
-    names = [m.strip() for m in methods.split(",") if m.strip()]
-    if not names:
+    names = None if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
+    if names == []:
         raise TujieError("--methods: name at least one method")
     method_options = apply_overrides({}, options)
+    allowed = names or DEFAULT_METHODS
     for name, value in method_options.items():
-        if name not in names or not isinstance(value, dict):
-            raise TujieError(f"--set {name}: expected METHOD.OPTION=VALUE for one of --methods ({', '.join(names)})")
+        if name not in allowed or not isinstance(value, dict):
+            raise TujieError(f"--set {name}: expected METHOD.OPTION=VALUE for one of --methods ({', '.join(allowed)})")
     result = compress_run(
         run_dir,
         names,
@@ -134,6 +136,8 @@ def compress(
         student=apply_overrides({}, student),
     )
     typer.echo(result.table)
+    for note in result.notes:
+        console.print(note)
     console.print(f"table: {result.output_dir / 'compression.md'} (also in {run_dir / 'report.md'})")
 
 

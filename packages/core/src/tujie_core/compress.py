@@ -20,7 +20,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,12 +34,11 @@ from torch.nn.utils import prune as torch_prune
 from torch.utils.data import DataLoader
 
 from tujie_core.errors import ConfigError, TujieError
-from tujie_core.models import create_model
-from tujie_core.registry import Registry
+from tujie_core.models import MODELS, create_model
+from tujie_core.registry import Registry, validate_kwargs
 from tujie_core.report import replace_section
-from tujie_core.run import load_run, loaders
+from tujie_core.run import LoadedRun, cpu_trainer, load_run, loaders
 from tujie_core.tasks import ClassificationTask, SpecLike, StepOutput
-from tujie_core.trainer import Trainer
 
 __all__ = [
     "COMPRESSORS",
@@ -510,6 +509,9 @@ def export_onnx(model: nn.Module, example: Tensor, path: str | Path, *, dynamic_
     return path
 
 
+_NORM_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 class OnnxModule(nn.Module):
     """An ONNX file run by ONNX Runtime on the CPU, callable like the model it came from (tensors in and out),
     so :func:`measure` and evaluation code work on it. It has no torch parameters and cannot be trained."""
@@ -530,12 +532,17 @@ class OnnxModule(nn.Module):
         return outputs[0] if len(outputs) == 1 else outputs
 
     def initializers(self) -> list[Tensor]:
-        """The graph's stored weights (BatchNorm already folded into convolutions by the exporter)."""
+        """The graph's stored weights, without BatchNorm running statistics (which torch counts as buffers;
+        BatchNorm after a convolution is folded into it by the exporter)."""
         import onnx
         from onnx import numpy_helper
 
         graph = onnx.load(str(self.path)).graph
-        return [torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer]
+        return [
+            torch.from_numpy(numpy_helper.to_array(t).copy())
+            for t in graph.initializer
+            if not t.name.endswith(_NORM_STATISTICS)
+        ]
 
 
 def onnx_parity(model: nn.Module, path: str | Path, inputs: Tensor, atol: float | None = 1e-4) -> float:
@@ -695,12 +702,15 @@ def _prune_structured_entry(
 def _low_rank_entry(
     model: nn.Module, context: CompressionContext, rank: int | None = None, energy: float | None = None
 ) -> tuple[nn.Module, str]:
-    """SVD factorisation of the Linear layers (default ``energy=0.9``), then ``context.fine_tune`` if given."""
+    """SVD factorisation of the Linear layers (default ``energy=0.9``), then ``context.fine_tune`` if given;
+    a model with no layer worth factorising comes back unchanged, without fine-tuning."""
     energy = 0.9 if rank is None and energy is None else energy
     factorised, ranks = _low_rank(model, rank, energy)
-    factorised, tuned = _fine_tuned(factorised, context)
-    chosen = ", ".join(f"{name} {r}/{full}" for name, (r, full) in ranks.items()) or "no layer factorised"
     how = f"rank {rank}" if rank is not None else f"energy {energy}"
+    if not ranks:
+        return factorised, f"SVD {how}: no Linear layer where factorising saves parameters; unchanged, not fine-tuned"
+    factorised, tuned = _fine_tuned(factorised, context)
+    chosen = ", ".join(f"{name} {r}/{full}" for name, (r, full) in ranks.items())
     return factorised, f"SVD {how}: {chosen}{tuned}"
 
 
@@ -748,12 +758,13 @@ REPORT_SECTION = "## Compression"
 
 @dataclass
 class CompressionResult:
-    """Every variant of a run's model, its table row, and where the table was written."""
+    """Every variant of a run's model, its table row, notes on the methods, and where the table was written."""
 
     rows: list[CompressionRow]
     models: dict[str, nn.Module]
     table: str
     output_dir: Path
+    notes: list[str] = field(default_factory=list)
 
 
 def shrunk_widths(params: dict[str, Any], factor: int = 2, minimum: int = 8) -> dict[str, Any]:
@@ -764,9 +775,39 @@ def shrunk_widths(params: dict[str, Any], factor: int = 2, minimum: int = 8) -> 
     }
 
 
+def _check_request(
+    run: LoadedRun, methods: Iterable[str] | None, options: dict[str, dict[str, Any]], fine_tune_epochs: int
+) -> tuple[list[str], list[str]]:
+    """The methods to run and notes on defaults left out; ConfigError for a name, an option or a combination
+    that would fail later."""
+    regression = run.splits.info.kind == "regression"
+    notes = []
+    if methods is None:
+        names = [m for m in DEFAULT_METHODS if not (regression and m == "distil")]
+        if regression:
+            notes.append("distil left out: distillation needs a classification run.")
+    else:
+        names = list(methods)
+    if not names:
+        raise ConfigError("compress: name at least one method")
+    for name in names:
+        COMPRESSORS.get(name)  # unknown names fail with the registry's suggestion
+    if regression and "distil" in names:
+        raise ConfigError("compress.distil: distillation needs a classification run; this one is regression")
+    if fine_tune_epochs < 0:
+        raise ConfigError(f"fine_tune_epochs must be ≥ 0, got {fine_tune_epochs}")
+    if fine_tune_epochs == 0 and "qat" in names:
+        raise ConfigError("compress.qat: quantisation-aware training needs fine_tune_epochs ≥ 1, got 0")
+    for name, kwargs in options.items():
+        if name not in names:
+            raise ConfigError(f"compress.{name}: options for a method that is not run ({', '.join(names)})")
+        validate_kwargs(COMPRESSORS.get(name), kwargs, where=f"compress.{name}", skip=("model", "context"))
+    return names, notes
+
+
 def compress_run(
     run_dir: str | Path,
-    methods: Iterable[str] = DEFAULT_METHODS,
+    methods: Iterable[str] | None = None,
     *,
     options: dict[str, dict[str, Any]] | None = None,
     fine_tune_epochs: int = 2,
@@ -776,27 +817,31 @@ def compress_run(
 ) -> CompressionResult:
     """Compress a run written by :func:`tujie_core.run.train_from_config` with each of ``methods``.
 
+    ``methods``: default :data:`DEFAULT_METHODS`, without ``distil`` for a regression run (said in the notes);
+    ``options``: method → its keyword arguments. Names and options are checked before any work.
     Metric: accuracy (classification) or R² (regression) on the run's test split (else validation), on the CPU.
-    Fine-tuning (after pruning and low-rank; QAT's training) runs ``fine_tune_epochs`` epochs with the run's
-    optimizer at a tenth of its learning rate; the distilled student (``student``: registry options of the run's
-    model, default :func:`shrunk_widths`) trains as long as the run did. The table goes to
-    ``<run>/compression/compression.{md,json}`` and replaces the run report's compression section.
+    Fine-tuning (after pruning and low-rank; QAT's training) runs ``fine_tune_epochs`` epochs (0: none, which
+    QAT cannot do) with the run's optimizer at a tenth of its learning rate; the distilled student (``student``:
+    registry options of the run's model, over the default :func:`shrunk_widths`) trains as long as the run did.
+    The table goes to ``<run>/compression/compression.{md,json}`` and replaces the run report's compression
+    section.
     """
     run = load_run(run_dir)
-    methods = list(methods)
-    for name in methods:
-        COMPRESSORS.get(name)  # unknown names fail before any work, with the registry's suggestion
-    if fine_tune_epochs < 0:
-        raise ConfigError(f"fine_tune_epochs must be ≥ 0, got {fine_tune_epochs}")
     config, info = run.config, run.splits.info
+    methods, notes = _check_request(run, methods, options or {}, fine_tune_epochs)
+    student_params = {**shrunk_widths(config.model.params), **(student or {})}
+    if "distil" in methods:
+        where, runtime = "compress.student", ("input_shape", "num_outputs")
+        validate_kwargs(MODELS.get(config.model.name), student_params, where=where, skip=runtime)
+    elif student:
+        raise ConfigError("compress.student: options for the distillation student, but distil is not run")
     split_loaders = loaders(config, run.splits)
     eval_split = "test" if split_loaders["test"] is not None else "val"
     eval_loader, train_loader = split_loaders[eval_split], split_loaders["train"]
     if eval_loader is None or train_loader is None:
         raise ConfigError(f"{run.run_dir}: compression needs a train split and a test or validation split")
     metric_name = "r2" if info.kind == "regression" else "accuracy"
-    cpu = {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", "precision": "32-true"}
-    evaluator = Trainer(config.trainer, progress="none", **cpu)
+    evaluator = cpu_trainer(config.trainer)
 
     def task_for(model: nn.Module, **changes: Any) -> Any:
         task = copy.copy(run.task)
@@ -810,24 +855,18 @@ def compress_run(
         return metrics[f"{eval_split}/{metric_name}"]
 
     def fit(task: Any, epochs: int) -> None:
-        trainer = Trainer(config.trainer, progress="none", max_epochs=epochs, max_steps=None, **cpu)
-        trainer.fit(task, train_loader, split_loaders["val"])
+        cpu_trainer(config.trainer, max_epochs=epochs, max_steps=None).fit(task, train_loader, split_loaders["val"])
 
     def fine_tune(model: nn.Module) -> nn.Module:
-        if fine_tune_epochs:
-            spec = run.task.optimizer_spec
-            lr = spec.params.get("lr", 1e-3) * 0.1
-            fit(
-                task_for(model, optimizer_spec=spec.model_copy(update={"lr": lr}), scheduler_spec=None),
-                fine_tune_epochs,
-            )
+        spec = run.task.optimizer_spec
+        lr = spec.params.get("lr", 1e-3) * 0.1
+        fit(task_for(model, optimizer_spec=spec.model_copy(update={"lr": lr}), scheduler_spec=None), fine_tune_epochs)
         return model
 
     def distil(teacher: nn.Module) -> nn.Module:
-        if info.kind == "regression":
-            raise ConfigError("compress.distil: distillation needs a classification run")
-        params = {**shrunk_widths(config.model.params), **(student or {})}
-        model = create_model(config.model.name, input_shape=info.input_shape, num_outputs=info.num_outputs, **params)
+        model = create_model(
+            config.model.name, input_shape=info.input_shape, num_outputs=info.num_outputs, **student_params
+        )
         task = DistillationTask(
             model,
             teacher,
@@ -847,7 +886,7 @@ def compress_run(
     context = CompressionContext(
         example=_inputs(sample).float(),
         calibration=[_inputs(b) for b in itertools.islice(iter(train_loader), 8)],
-        fine_tune=fine_tune,
+        fine_tune=fine_tune if fine_tune_epochs else None,
         distil=distil,
         workdir=output_dir,
     )
@@ -859,13 +898,16 @@ def compress_run(
         models[name] = model
         rows.append(measure(model, evaluate, context.example, name=name, details=details, metric_name=metric_name))
     table = compression_table(rows)
-    note = (
-        f"{metric_name} on the {eval_split} split; latency on the CPU with {torch.get_num_threads()} threads "
-        "(median of 50 forward passes); size = serialized weights. Ratios against fp32."
+    note = " ".join(
+        [
+            f"{metric_name} on the {eval_split} split; latency on the CPU with {torch.get_num_threads()} threads "
+            "(median of 50 forward passes); size = serialized weights. Ratios against fp32.",
+            *notes,
+        ]
     )
     (output_dir / "compression.md").write_text(f"# Compression: {config.name}\n\n{note}\n\n{table}\n", "utf-8")
     (output_dir / "compression.json").write_text(rows_to_json(rows), encoding="utf-8")
     report = run.run_dir / "report.md"
     if report.is_file():
         replace_section(report, REPORT_SECTION, f"{note}\n\n{table}\n")
-    return CompressionResult(rows, models, table, output_dir)
+    return CompressionResult(rows, models, table, output_dir, notes)

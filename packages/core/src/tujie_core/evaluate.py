@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +28,8 @@ from tujie_core.config import RunConfig
 from tujie_core.data import DataSplits
 from tujie_core.errors import ConfigError, DataError
 from tujie_core.pretrained import CONFIG_NAME
-from tujie_core.run import build_data, load_run, loaders, train_from_config
+from tujie_core.run import build_data, cpu_trainer, load_run, loaders, train_from_config
 from tujie_core.tasks import ClassificationTask, Task
-from tujie_core.trainer import Trainer
 
 # ---- cross-validation ------------------------------------------------------------------------------------------
 
@@ -72,9 +73,9 @@ def cross_validate(
     """Train ``config`` on ``folds`` folds of its train + validation data; the test split stays untouched.
 
     Each fold is a full run (best checkpoint by ``trainer.monitor`` on the held-out fold) in
-    ``<output_dir>/fold-<k>``; classification folds keep class proportions when ``stratified``.
-    Features keep the scaling fitted on the config's own train split (a small leak for standardised tables,
-    none for images).
+    ``<output_dir>/fold-<k>``, emptied first (no checkpoint of an earlier run leaks in); classification folds keep
+    class proportions when ``stratified``. Features keep the scaling fitted on the config's own train split (a
+    small leak for standardised tables, none for images).
     """
     if folds < 2:
         raise ConfigError(f"folds: need at least 2, got {folds}")
@@ -99,6 +100,7 @@ def cross_validate(
     for k, (train_idx, val_idx) in enumerate(splitter.split(np.zeros(len(targets)), labels)):
         splits = DataSplits(Subset(pool, train_idx.tolist()), Subset(pool, val_idx.tolist()), None, base.info)
         run_dir = out / f"fold-{k + 1}"
+        shutil.rmtree(run_dir, ignore_errors=True)
         result = train_from_config(config, run_dir=run_dir, splits=splits)
         results.append({key: v for key, v in result.metrics.items() if key.startswith("val/")})
         run_dirs.append(run_dir)
@@ -136,18 +138,22 @@ class ThresholdChoice:
 def choose_threshold(
     probs: Tensor | np.ndarray, targets: Tensor | np.ndarray, objective: Objective = "f1", target: float | None = None
 ) -> ThresholdChoice:
-    """Decision threshold for binary probabilities (ch. 12.4.2).
+    """Decision threshold for binary probabilities (ch. 12.4.2), exact on the given validation set.
 
-    - ``objective="recall", target=0.95``: the highest threshold whose recall is ≥ 0.95 (best precision at that
-      recall; what medical screening wants);
-    - ``objective="precision", target=0.9``: the lowest threshold whose precision is ≥ 0.9 (best recall);
-    - ``objective="f1"``: the threshold with the best F1.
+    A sample is positive when ``prob > threshold`` (the rule of the task's metrics), with probabilities in
+    float32 as the model outputs them. Each distinct probability is an operating point (it and every higher one
+    positive):
 
-    Computed exactly on the given validation set. A sample is positive when ``prob > threshold`` (torchmetrics'
-    rule); the threshold returned lies halfway between the lowest probability called positive and the next lower
-    one, so the validation figures reported here are what the stored threshold gives.
+    - ``objective="recall", target=0.95``: the best precision among the points with recall ≥ 0.95 (what medical
+      screening wants);
+    - ``objective="precision", target=0.9``: the best recall among the points with precision ≥ 0.9;
+    - ``objective="f1"``: the best F1.
+
+    Ties go to the higher threshold. The threshold returned is the next lower distinct probability of the data
+    (half the lowest one when every sample is called positive), always inside (0, 1), so that ``prob >
+    threshold`` reproduces the chosen point exactly; its precision, recall and F1 are computed at that value.
     """
-    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    p = np.asarray(probs, dtype=np.float32).reshape(-1)
     y = np.asarray(targets).reshape(-1).astype(bool)
     if p.shape != y.shape or p.size == 0:
         raise DataError(f"choose_threshold: need as many probabilities as targets, got {p.size} and {y.size}")
@@ -158,29 +164,31 @@ def choose_threshold(
     if objective in ("recall", "precision") and (target is None or not 0 < target <= 1):
         raise ConfigError(f"choose_threshold: objective '{objective}' needs a target in (0, 1], got {target}")
     order = np.argsort(-p, kind="stable")
-    p_sorted, y_sorted = p[order], y[order]
+    p_sorted = p[order]
     last = np.r_[np.nonzero(np.diff(p_sorted))[0], p.size - 1]  # last index of each distinct probability
-    tp = np.cumsum(y_sorted)[last].astype(np.float64)
-    predicted = last + 1.0
-    thresholds = p_sorted[last]
-    precision = tp / predicted
-    recall = tp / y.sum()
-    f1 = np.where(tp > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
-    if objective == "f1":
-        i = int(np.argmax(f1))
-    elif objective == "recall":
-        ok = np.nonzero(recall >= target - 1e-12)[0]
-        i = int(ok[0])  # thresholds descend: the first index reaching the recall is the highest threshold
-    else:
-        ok = np.nonzero(precision >= target - 1e-12)[0]
-        if ok.size == 0:
-            raise DataError(
-                f"choose_threshold: no threshold reaches precision {target} (best on this data: {precision.max():.4f})"
-            )
-        i = int(ok[-1])
-    below = thresholds[i + 1] if i + 1 < thresholds.size else 0.0
-    threshold = float((thresholds[i] + below) / 2)
-    return ThresholdChoice(threshold, float(precision[i]), float(recall[i]), float(f1[i]), objective, target)
+    levels = p_sorted[last]  # descending
+    below = np.r_[levels[1:], np.float32(0)]
+    thresholds = np.where(below > 0, below, levels / np.float32(2))  # a level of 0 cannot be called positive
+    positives = int(y.sum())
+    scores = _scores(np.cumsum(y[order])[last], last + 1, positives)
+    valid = thresholds > 0
+    ok = valid & (scores[objective] >= (target or 0) - 1e-12)
+    if not ok.any():
+        best = scores[objective][valid].max(initial=0.0)
+        raise DataError(f"choose_threshold: no threshold reaches {objective} {target} (best on this data: {best:.4f})")
+    ranked = scores[{"recall": "precision", "precision": "recall", "f1": "f1"}[objective]]
+    threshold = thresholds[int(np.argmax(np.where(ok, ranked, -np.inf)))]  # first maximum: the highest threshold
+    positive = p > threshold
+    at = _scores(np.sum(positive & y, keepdims=True), np.sum(positive, keepdims=True), positives)
+    return ThresholdChoice(
+        float(threshold), float(at["precision"][0]), float(at["recall"][0]), float(at["f1"][0]), objective, target
+    )
+
+
+def _scores(tp: np.ndarray, predicted: np.ndarray, positives: int) -> dict[str, np.ndarray]:
+    """Precision, recall and F1 from true-positive and (non-zero) predicted-positive counts."""
+    tp = tp.astype(np.float64)
+    return {"precision": tp / predicted, "recall": tp / positives, "f1": 2 * tp / (predicted + positives)}
 
 
 def tune_run_threshold(
@@ -197,7 +205,7 @@ def tune_run_threshold(
     split_loaders = loaders(run.config, run.splits)
     if split_loaders["val"] is None:
         raise ConfigError(f"{run_dir}: the run has no validation split to choose a threshold on")
-    trainer = Trainer(run.config.trainer, progress="none", devices=1)
+    trainer = cpu_trainer(run.config.trainer)
     probs = trainer.predict(task, split_loaders["val"])
     choice = choose_threshold(probs, dataset_targets(run.splits.val), objective, target)
     task.decision_threshold = choice.threshold
@@ -249,7 +257,7 @@ class Ensemble(nn.Module):
             return probs.mean(0).clamp_min(eps).log()
         probs = outputs.sigmoid()
         if self.method == "vote":
-            probs = (probs >= 0.5).float()
+            probs = (probs > 0.5).float()
         return torch.logit(probs.mean(0), eps=eps)
 
 
@@ -258,7 +266,8 @@ def ensemble_runs(
 ) -> tuple[dict[str, dict[str, float]], Task]:
     """Evaluate several trained runs of the same data and their ensemble on the validation and test splits.
 
-    Returns ``{"<run folder name>" | "ensemble": metrics}`` and the ensemble task (for predict or save).
+    The ensemble's task is the first run's (loss, class weights, decision threshold, ...) with the ensemble as
+    its model. Returns ``{"<run folder name>" | "ensemble": metrics}`` and that task (for predict or save).
     """
     runs = [load_run(d) for d in run_dirs]
     data = runs[0].config.data
@@ -267,15 +276,10 @@ def ensemble_runs(
             raise ConfigError(f"{run.run_dir}: data differs from {runs[0].run_dir}; an ensemble needs the same data")
     first = runs[0]
     kind = first.splits.info.kind
-    ensemble = Ensemble([r.task.model for r in runs], kind=kind, method=method)
-    if isinstance(first.task, ClassificationTask):
-        task: Task = ClassificationTask(
-            ensemble, num_classes=first.task.num_classes, mode=first.task.kind, thresholds=first.task.thresholds
-        )
-    else:
-        task = type(first.task)(ensemble)
+    task = copy.copy(first.task)
+    task.model = Ensemble([r.task.model for r in runs], kind=kind, method=method)
     split_loaders = loaders(first.config, first.splits)
-    trainer = Trainer(first.config.trainer, progress="none", devices=1)
+    trainer = cpu_trainer(first.config.trainer)
     results: dict[str, dict[str, float]] = {}
     for name, candidate in [*((_label(r.run_dir), r.task) for r in runs), ("ensemble", task)]:
         metrics: dict[str, float] = {}

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from tujie_core.callbacks import CALLBACKS, PLUGINS, Callback
-from tujie_core.config import RunConfig, dump_config, load_config
+from tujie_core.config import RunConfig, TrainerConfig, dump_config, load_config
 from tujie_core.data import DATASETS, DataInfo, DataSplits
 from tujie_core.errors import ConfigError
 from tujie_core.models import create_model
@@ -69,6 +69,13 @@ def loaders(config: RunConfig, splits: DataSplits) -> dict[str, DataLoader | Non
         )
 
     return {"train": make(splits.train, True), "val": make(splits.val, False), "test": make(splits.test, False)}
+
+
+def cpu_trainer(config: TrainerConfig, **overrides: Any) -> Trainer:
+    """A quiet Trainer with ``config``'s settings, but in this one process on the CPU in full precision: for work
+    on a finished run (evaluation, fine-tuning), whatever devices, strategy and precision it was trained with."""
+    single = {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", "precision": "32-true"}
+    return Trainer(config, progress="none", **single, **overrides)
 
 
 def new_run_dir(config: RunConfig) -> Path:

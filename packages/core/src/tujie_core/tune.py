@@ -68,6 +68,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # never blocks a rerun: the target counts COMPLETE + PRUNED trials only.
 HEARTBEAT_S, GRACE_S = 15, 60
 _PRIMITIVE = (str, int, float, bool, type(None))
+# Trials run one after another in a worker process whose devices and process group are set up once.
+_PER_PROCESS = ("trainer.devices", "trainer.num_nodes", "trainer.strategy")
 
 
 # ---- search space ----------------------------------------------------------------------------------------------
@@ -390,6 +392,8 @@ def check_space(config: RunConfig, space: Space) -> None:
     for key in space:
         section, *rest = key.split(".")
         where = f"tune.space.{key}"
+        if key in _PER_PROCESS:
+            raise ConfigError(f"{where}: cannot change from trial to trial (trials share a process); set it in trainer")
         if section not in sections:
             raise ConfigError(f"{where}: unknown section '{section}'{did_you_mean(section, sections)}")
         node = getattr(config, section)
