@@ -327,7 +327,9 @@ class Trainer:
     def _epoch_ordered(self, loader: DataLoader, shuffle: bool) -> DataLoader:
         """Rebuild a loader so its order depends only on (seed, epoch) and each process gets its shard."""
         if loader.batch_size is None or isinstance(loader.dataset, IterableDataset):
-            return loader  # custom batch sampler or stream: its own set_epoch (if any) decides the order
+            # custom batch sampler or stream: its own set_epoch (if any) decides the order. For exact resume such a
+            # loader needs its own ``generator``: without one, each new iterator draws from the global RNG.
+            return loader
         sampler = DistributedSampler(
             loader.dataset,
             num_replicas=self.world_size,

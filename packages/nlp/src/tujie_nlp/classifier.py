@@ -1,0 +1,239 @@
+"""``TextClassifier``: a Hugging Face encoder with a classification head, its tokenizer and its label vocabulary.
+
+>>> clf = TextClassifier.from_encoder("minilm-l6", labels=["negative", "positive"])     # doctest: +SKIP
+>>> clf.fit(train_table, val_table, max_epochs=2)                                      # doctest: +SKIP
+>>> clf.predict(["a gripping, beautifully shot film"])                                 # doctest: +SKIP
+['positive']
+>>> clf.save_pretrained("sentiment/"); TextClassifier.from_pretrained("sentiment/")    # doctest: +SKIP
+
+A saved folder is a regular ``save_pretrained`` folder (``model.safetensors``, ``config.json`` with ``id2label``,
+tokenizer files) plus ``tujie_nlp.json`` (labels, multi-label flag, ``max_length``, encoder), so plain
+``transformers`` can load it too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from tujie_core import ConfigError, DataError, Evaluation, Trainer
+from tujie_core.config import ComponentSpec
+from tujie_nlp.data import LabelVocab, LengthGroupedBatchSampler, PadCollator, TextTable, TokenizedTexts
+from tujie_nlp.encoders import DEFAULT_ENCODER, default_pooling, load_tokenizer, quiet_transformers, resolve_encoder
+from tujie_nlp.modeling import SequenceClassifier, TextClassificationTask
+
+METADATA_NAME = "tujie_nlp.json"
+
+
+class TextClassifier:
+    """Single-label (softmax) or multi-label (one sigmoid per label) text classification."""
+
+    def __init__(
+        self,
+        model: SequenceClassifier,
+        tokenizer: Any,
+        labels: LabelVocab,
+        *,
+        max_length: int = 128,
+        encoder: str = DEFAULT_ENCODER,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.labels = labels
+        self.max_length = max_length
+        self.encoder = encoder
+
+    # ---- construction -----------------------------------------------------------------------------------------
+    @classmethod
+    def from_encoder(
+        cls,
+        encoder: str | Path = DEFAULT_ENCODER,
+        labels: Sequence[str] | LabelVocab = ("0", "1"),
+        *,
+        multi_label: bool = False,
+        max_length: int = 128,
+        dropout: float | None = None,
+        pooling: str = "auto",
+    ) -> TextClassifier:
+        """A pre-trained encoder with a new, randomly initialised head for ``labels``.
+
+        ``encoder``: a registered short name (``minilm-l6``, the default, ships with the package), a local
+        folder, or a hub id. ``dropout`` overrides the head's dropout. ``pooling``: ``cls``, ``mean``, or
+        ``auto`` (mean for sentence-transformers encoders that were trained with it, such as the default).
+        """
+        from transformers import AutoModelForSequenceClassification
+
+        vocab = labels if isinstance(labels, LabelVocab) else LabelVocab(list(labels), multi_label)
+        where = resolve_encoder(encoder)
+        tokenizer = load_tokenizer(encoder)
+        options: dict[str, Any] = {"classifier_dropout": dropout} if dropout is not None else {}
+        try:
+            with quiet_transformers():
+                hf = AutoModelForSequenceClassification.from_pretrained(
+                    where,
+                    num_labels=len(vocab),
+                    id2label=dict(enumerate(vocab.names)),
+                    label2id={n: i for i, n in enumerate(vocab.names)},
+                    problem_type="multi_label_classification" if vocab.multi_label else "single_label_classification",
+                    **options,
+                )
+        except OSError as exc:
+            raise ConfigError(f"encoder '{encoder}': cannot load it offline ({exc})") from None
+        # in eval mode like a loaded model (the Trainer switches to train mode while it trains)
+        pooling = default_pooling(where) if pooling == "auto" else pooling
+        try:
+            model = SequenceClassifier(hf, tokenizer.pad_token_id, tokenizer.sep_token_id, pooling).eval()
+        except ValueError as exc:
+            raise ConfigError(f"encoder '{encoder}': {exc}") from None
+        return cls(model, tokenizer, vocab, max_length=_max_length(max_length, tokenizer), encoder=str(encoder))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> TextClassifier:
+        """Load a folder written by :meth:`save_pretrained` (safetensors only: nothing is unpickled)."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        meta_path = path / METADATA_NAME
+        if not meta_path.is_file():
+            raise DataError(f"{path}: not a tujie text classifier folder (no {METADATA_NAME})")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        with quiet_transformers():
+            hf = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        pooling = meta.get("pooling", "cls")
+        model = SequenceClassifier(hf, tokenizer.pad_token_id, tokenizer.sep_token_id, pooling).eval()
+        labels = LabelVocab(meta["labels"], meta["multi_label"])
+        return cls(model, tokenizer, labels, max_length=meta["max_length"], encoder=meta.get("encoder", ""))
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with quiet_transformers():
+            self.model.hf_model.save_pretrained(path)  # safetensors
+            self.tokenizer.save_pretrained(path)
+        meta = {
+            "labels": self.labels.names,
+            "multi_label": self.labels.multi_label,
+            "max_length": self.max_length,
+            "encoder": self.encoder,
+            "pooling": self.model.pooling,  # plain transformers always uses the [CLS] head
+        }
+        (path / METADATA_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return path
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[list[int]]:
+        """Token ids with special tokens, truncated to ``max_length`` (pairs: longest first)."""
+        if not texts:
+            return []
+        encoded = self.tokenizer(
+            list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=self.max_length
+        )
+        return encoded["input_ids"]
+
+    def dataset(self, table: TextTable) -> TokenizedTexts:
+        """Tokenised rows of ``table`` with encoded targets (when it has labels)."""
+        targets = None
+        if table.labels is not None:
+            targets = self.labels.encode(table.labels, where=f"{table.path}: ")
+        return TokenizedTexts(self.tokenize(table.texts, table.pairs), targets)
+
+    def loader(self, data: TokenizedTexts, batch_size: int = 32, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
+        """Dynamic-padded, length-grouped batches (shuffled windows for training, length order otherwise)."""
+        sampler = LengthGroupedBatchSampler(data.lengths, batch_size, shuffle=shuffle, seed=seed)
+        # its own generator: creating an iterator must not draw from torch's global RNG (exact resume)
+        return DataLoader(
+            data,
+            batch_sampler=sampler,
+            collate_fn=PadCollator(self.tokenizer.pad_token_id),
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def task(self, **options: Any) -> TextClassificationTask:
+        """The core task that trains this classifier (options: optimizer, scheduler, class_weights, ...)."""
+        mode = "multilabel" if self.labels.multi_label else "multiclass"
+        return TextClassificationTask(self.model, len(self.labels), mode=mode, **options)
+
+    # ---- training and inference -------------------------------------------------------------------------------
+    def fit(
+        self,
+        train: TextTable,
+        val: TextTable | None = None,
+        *,
+        batch_size: int = 32,
+        lr: float = 5e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        layer_lr_decay: float = 1.0,
+        class_weights: list[float] | None = None,
+        **trainer_options: Any,
+    ) -> Trainer:
+        """Fine-tune with the core Trainer (AdamW, linear warm-up and decay); returns the trainer (history, state).
+
+        ``trainer_options`` are :class:`~tujie_core.TrainerConfig` fields (``max_epochs``, ``accelerator``, ...).
+        """
+        trainer_options.setdefault("progress", "none")
+        trainer = Trainer(**trainer_options)
+        train_loader = self.loader(self.dataset(train), batch_size, shuffle=True, seed=trainer.config.seed)
+        val_loader = self.loader(self.dataset(val), batch_size * 2) if val is not None else None
+        steps = trainer.config.max_epochs * len(train_loader)
+        task = self.task(
+            optimizer=ComponentSpec(name="adamw", lr=lr, weight_decay=weight_decay),
+            scheduler=ComponentSpec(name="linear", warmup_steps=int(warmup_ratio * steps)),
+            class_weights=class_weights,
+            layer_lr_decay=layer_lr_decay,
+        )
+        trainer.fit(task, train_loader, val_loader)
+        self.model.eval()
+        return trainer
+
+    def evaluate(self, table: TextTable, batch_size: int = 64, trainer: Trainer | None = None) -> Evaluation:
+        """Loss, metrics and curves on a labelled table."""
+        trainer = trainer or Trainer(progress="none")
+        return trainer.evaluate(self.task(), self.loader(self.dataset(table), batch_size), "test")
+
+    @torch.no_grad()
+    def predict_proba(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None = None,
+        *,
+        batch_size: int = 64,
+        device: str | torch.device | None = None,
+    ) -> Tensor:
+        """Class probabilities (softmax) or per-label probabilities (sigmoid), one row per text, in input order."""
+        device = torch.device(device) if device is not None else next(self.model.parameters()).device
+        data = TokenizedTexts(self.tokenize(texts, pairs))
+        probs = torch.empty(len(data), len(self.labels))
+        was_training = self.model.training
+        self.model.eval()
+        sampler = LengthGroupedBatchSampler(data.lengths, batch_size, shuffle=False)
+        collate = PadCollator(self.tokenizer.pad_token_id)
+        for index in sampler:
+            (ids,) = collate([data[i] for i in index])
+            logits = self.model(ids.to(device)).float()
+            out = logits.sigmoid() if self.labels.multi_label else logits.softmax(-1)
+            probs[index] = out.cpu()
+        self.model.train(was_training)
+        return probs
+
+    def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None, threshold: float = 0.5) -> list[Any]:
+        """The label of each text, or for multi-label the list of labels whose probability exceeds ``threshold``."""
+        probs = self.predict_proba(texts, pairs)
+        names = self.labels.names
+        if self.labels.multi_label:
+            return [[names[j] for j in torch.nonzero(row > threshold).flatten().tolist()] for row in probs]
+        return [names[i] for i in probs.argmax(-1).tolist()]
+
+
+def _max_length(requested: int, tokenizer: Any) -> int:
+    limit = getattr(tokenizer, "model_max_length", None)
+    if requested < 8:
+        raise ConfigError(f"max_length must be at least 8 tokens, got {requested}")
+    return min(requested, limit) if isinstance(limit, int) and limit > 0 else requested

@@ -1,0 +1,325 @@
+"""Explaining a text classifier's prediction: how much each token of one text contributed (book ch. 9.1).
+
+* :func:`integrated_gradients` (Sundararajan et al. 2017): signed attributions of the target probability,
+  integrated along the straight line in word-embedding space from a baseline to the text. They add up to
+  ``f(text) − f(baseline)``, up to the reported convergence ``delta``.
+* :func:`attention_rollout` (Abnar & Zuidema 2020): how much the ``[CLS]`` representation draws on each token
+  through all the attention layers. Non-negative and class-agnostic.
+
+>>> e = explain(clf, "a gripping, beautifully shot film", method="ig")   # doctest: +SKIP
+>>> e.words()[:2]                                                        # doctest: +SKIP
+[('a', 0.004), ('gripping', 0.21)]
+>>> plot_explanation(e, "explanation.png"); print(explanation_markdown(e))   # doctest: +SKIP
+
+An :class:`Explanation` holds the text's tokens without the special tokens (``[CLS]``, ``[SEP]``, ``[PAD]``).
+Integrated gradients keeps those tokens in its baseline, so their attribution is exactly zero and the returned
+scores still add up to the whole attribution.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from tujie_core import Registry
+from tujie_nlp.classifier import TextClassifier
+
+EXPLAINERS: Registry[Callable[..., Explanation]] = Registry("explainers")
+TITLES = {"ig": "Integrated gradients", "rollout": "Attention rollout"}
+HEAD_FUSIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "mean": lambda heads: heads.mean(0),
+    "max": lambda heads: heads.amax(0),
+    "min": lambda heads: heads.amin(0),
+}
+
+
+@dataclass
+class Explanation:
+    """Per-token scores for one text and the prediction they explain.
+
+    ``tokens``: the tokenizer's tokens of ``text`` (WordPiece: ``##`` marks a continuation), special tokens
+    excluded, truncated to the classifier's ``max_length``; ``scores`` is aligned with them. ``target`` is the
+    explained label (``target_index`` its output index), ``probabilities`` maps every label to the model's
+    probability. ``delta`` (integrated gradients only): ``sum(scores) − (f(text) − f(baseline))``, the integration
+    error.
+    """
+
+    text: str
+    tokens: list[str]
+    scores: list[float]
+    target: str
+    target_index: int
+    probabilities: dict[str, float]
+    method: str
+    delta: float | None = None
+
+    @property
+    def predicted(self) -> str:
+        """The most probable label."""
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    def words(self) -> list[tuple[str, float]]:
+        """Whole words with summed scores: ``##`` pieces are merged into the word before them."""
+        merged: list[tuple[str, float]] = []
+        for token, score in zip(self.tokens, self.scores, strict=True):
+            if token.startswith("##") and merged:
+                word, total = merged[-1]
+                merged[-1] = (word + token[2:], total + score)
+            else:
+                merged.append((token, score))
+        return merged
+
+
+# ---- methods --------------------------------------------------------------------------------------------------
+def explain(classifier: TextClassifier, text: str, method: str = "ig", **options: object) -> Explanation:
+    """Explain ``classifier``'s prediction for ``text`` with a registered method (``ig``, ``rollout``).
+
+    ``options`` are the method's keyword arguments (``target``, ``steps``, ...), checked against its signature:
+    an unknown method or option raises :class:`~tujie_core.ConfigError`.
+    """
+    runtime = {"classifier": classifier, "text": text}
+    return EXPLAINERS.create(method, where=f"explain method '{method}'", runtime=runtime, **options)
+
+
+@EXPLAINERS.register("ig")
+def integrated_gradients(
+    classifier: TextClassifier,
+    text: str,
+    target: int | str | None = None,
+    steps: int = 50,
+    baseline: Literal["pad", "mask", "unk"] = "pad",
+) -> Explanation:
+    """Layer integrated gradients on the word embeddings, explaining the probability of ``target`` (a label name
+    or index; default: the predicted label).
+
+    The baseline is the text with every token except ``[CLS]``/``[SEP]`` replaced by ``[PAD]`` (or ``[MASK]``,
+    ``[UNK]``). The model sees it, like the text, with a full attention mask: masking the baseline's padding would
+    change the function being integrated. Scores are attributions summed over the embedding dimension (signed:
+    positive tokens raise the target probability).
+    """
+    from captum.attr import LayerIntegratedGradients
+
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    fill = getattr(classifier.tokenizer, f"{baseline}_token_id", None)
+    if fill is None:
+        raise ValueError(f"baseline '{baseline}': the tokenizer has no {baseline} token")
+    with _inference(classifier.model):
+        ids, keep, probs, index = _prepare(classifier, text, target)
+        reference = torch.where(keep, torch.full_like(ids, fill), ids)
+        embeddings = classifier.model.hf_model.get_input_embeddings()
+        lig = LayerIntegratedGradients(_probabilities(classifier), embeddings)
+        attributions, delta = lig.attribute(
+            ids, baselines=reference, target=index, n_steps=steps, return_convergence_delta=True
+        )
+    scores = attributions.sum(-1)[0][keep[0]]
+    return _explanation(classifier, text, ids, keep, probs, index, scores, "ig", float(delta.item()))
+
+
+@EXPLAINERS.register("rollout")
+def attention_rollout(
+    classifier: TextClassifier,
+    text: str,
+    target: int | str | None = None,
+    head_fusion: Literal["mean", "max", "min"] = "mean",
+    discard_ratio: float = 0.0,
+) -> Explanation:
+    """Attention rollout: per layer, fuse the heads (``head_fusion``), zero the smallest ``discard_ratio`` of the
+    weights, add the identity for the residual connection and renormalise the rows; multiply the layers' matrices and
+    read the ``[CLS]`` row (with mean pooling, the mean of all rows).
+
+    Scores are that row over the text's tokens, renormalised to sum to 1. Rollout does not depend on the label:
+    ``target`` (default: the predicted label) is only recorded with the explanation.
+    """
+    if head_fusion not in HEAD_FUSIONS:
+        raise ValueError(f"head_fusion must be one of {sorted(HEAD_FUSIONS)}, got '{head_fusion}'")
+    if not 0 <= discard_ratio < 1:
+        raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+    hf = classifier.model.hf_model
+    with _inference(classifier.model), _eager_attention(hf), torch.no_grad():
+        ids, keep, probs, index = _prepare(classifier, text, target)
+        inputs = classifier.model.model_inputs(ids, torch.ones_like(ids))
+        attentions = hf(input_ids=ids, output_attentions=True, **inputs).attentions
+    if not attentions:
+        raise RuntimeError(f"{type(hf).__name__} returned no attention weights")
+    length = ids.shape[1]
+    identity = torch.eye(length)
+    rollout = identity
+    for layer in attentions:
+        fused = HEAD_FUSIONS[head_fusion](layer[0].float().cpu())
+        dropped = int(discard_ratio * fused.numel())
+        if dropped:
+            fused = fused.flatten().scatter(0, fused.flatten().topk(dropped, largest=False).indices, 0.0)
+            fused = fused.view(length, length)
+        mixed = fused + identity
+        rollout = (mixed / mixed.sum(-1, keepdim=True)) @ rollout
+    # what the head reads: the [CLS] row, or with mean pooling the average of every token's row
+    pooled = rollout[0] if classifier.model.pooling == "cls" else rollout.mean(0)
+    scores = pooled[keep[0].cpu()]
+    scores = scores / scores.sum()
+    return _explanation(classifier, text, ids, keep, probs, index, scores, "rollout")
+
+
+def _prepare(classifier: TextClassifier, text: str, target: int | str | None) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Token ids ``(1, length)`` on the model's device, the mask of non-special tokens, the label probabilities
+    and the target index."""
+    device = next(classifier.model.parameters()).device
+    ids = torch.tensor(classifier.tokenize([text]), device=device)
+    tokenizer = classifier.tokenizer
+    special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
+    keep = ~torch.isin(ids, torch.tensor([i for i in special if i is not None], device=device))
+    if not keep.any():
+        raise ValueError(f"nothing to explain: {text!r} has no tokens")
+    probs = classifier.predict_proba([text], device=device)[0]
+    names = classifier.labels.names
+    if target is None:
+        index = int(probs.argmax())
+    elif isinstance(target, str):
+        if target not in names:
+            raise ValueError(f"target '{target}' is not a label of this classifier: {names}")
+        index = names.index(target)
+    elif 0 <= target < len(names):
+        index = int(target)
+    else:
+        raise ValueError(f"target index {target} is out of range for {len(names)} labels")
+    return ids, keep, probs, index
+
+
+def _probabilities(classifier: TextClassifier) -> Callable[[Tensor], Tensor]:
+    """``ids → probabilities (batch, labels)``, the classifier's own head with a full attention mask."""
+    model = classifier.model
+    multi_label = classifier.labels.multi_label
+
+    def forward(ids: Tensor) -> Tensor:
+        logits = model.logits(ids, torch.ones_like(ids)).float()
+        return logits.sigmoid() if multi_label else logits.softmax(-1)
+
+    return forward
+
+
+@contextlib.contextmanager
+def _inference(model: nn.Module) -> Iterator[None]:
+    """Evaluation mode (no dropout) for the block, then every submodule's previous mode."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+@contextlib.contextmanager
+def _eager_attention(hf: nn.Module) -> Iterator[None]:
+    """Eager attention for the block: SDPA and flash attention do not return attention weights."""
+    previous = hf.config._attn_implementation
+    if previous != "eager":
+        hf.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if previous != "eager":
+            hf.set_attn_implementation(previous)
+
+
+def _explanation(
+    classifier: TextClassifier,
+    text: str,
+    ids: Tensor,
+    keep: Tensor,
+    probs: Tensor,
+    index: int,
+    scores: Tensor,
+    method: str,
+    delta: float | None = None,
+) -> Explanation:
+    names = classifier.labels.names
+    return Explanation(
+        text=text,
+        tokens=classifier.tokenizer.convert_ids_to_tokens(ids[0][keep[0]].tolist()),
+        scores=scores.detach().float().cpu().tolist(),
+        target=names[index],
+        target_index=index,
+        probabilities={name: float(p) for name, p in zip(names, probs.tolist(), strict=True)},
+        method=method,
+        delta=delta,
+    )
+
+
+# ---- display --------------------------------------------------------------------------------------------------
+FONT_SIZE = 12
+CHAR_INCHES = 0.6 * FONT_SIZE / 72  # advance of a monospace character (DejaVu Sans Mono: 0.6 em)
+LINE_INCHES = 0.34
+
+
+def plot_explanation(explanation: Explanation, path: str | Path | None = None, *, width: int = 70) -> Figure:
+    """The text's words, wrapped at ``width`` characters, on a background coloured by score: red negative (against
+    the target), green positive, scaled by the largest absolute score. Written as a PNG when ``path`` is given."""
+    words = explanation.words()
+    lines: list[list[tuple[int, str, float]]] = [[]]
+    column = 0
+    for word, score in words:
+        if column and column + len(word) > width:
+            lines.append([])
+            column = 0
+        lines[-1].append((column, word, score))
+        column += len(word) + 1
+    limit = max((abs(score) for _, score in words), default=0.0) or 1.0
+    norm, cmap = Normalize(-limit, limit), colormaps["RdYlGn"]
+
+    margin, title, bar = 0.3, 0.6, 0.75  # inches
+    text_w, text_h = width * CHAR_INCHES, len(lines) * LINE_INCHES
+    fig_w, fig_h = text_w + 2 * margin, text_h + title + bar
+    fig = Figure(figsize=(fig_w, fig_h))
+    ax = fig.add_axes((margin / fig_w, bar / fig_h, text_w / fig_w, text_h / fig_h))
+    ax.set(xlim=(0, width), ylim=(len(lines), 0))
+    ax.axis("off")
+    for row, line in enumerate(lines):
+        for column, word, score in line:
+            strong = abs(score) > 0.6 * limit
+            ax.text(
+                column,
+                row + 0.5,
+                word,
+                va="center",
+                family="monospace",
+                fontsize=FONT_SIZE,
+                color="white" if strong else "black",
+                bbox={"boxstyle": "square,pad=0.15", "facecolor": cmap(norm(score)), "edgecolor": "none"},
+            )
+    cax = fig.add_axes((0.25, 0.3 / fig_h, 0.5, 0.12 / fig_h))
+    fig.colorbar(ScalarMappable(norm, cmap), cax=cax, orientation="horizontal")
+    cax.tick_params(labelsize=7)
+    fig.suptitle(_headline(explanation), fontsize=10, y=1 - 0.15 / fig_h, va="top")
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig
+
+
+def explanation_markdown(explanation: Explanation, top: int = 10) -> str:
+    """A headline and a markdown table of the ``top`` words by absolute score."""
+    ranked = sorted(explanation.words(), key=lambda item: abs(item[1]), reverse=True)[:top]
+    headline = _headline(explanation)
+    if explanation.delta is not None:
+        headline += f"; convergence delta {explanation.delta:.2g}"
+    cells = [(rank, word.replace("|", "\\|"), score) for rank, (word, score) in enumerate(ranked, 1)]
+    rows = [f"| {rank} | {word} | {score:+.4f} |" for rank, word, score in cells]
+    return "\n".join([headline, "", "| rank | word | score |", "|---|---|---|", *rows])
+
+
+def _headline(explanation: Explanation) -> str:
+    probs, target, predicted = explanation.probabilities, explanation.target, explanation.predicted
+    text = f"{TITLES.get(explanation.method, explanation.method)} for '{target}' (p = {probs[target]:.3f})"
+    if predicted != target:
+        text += f", predicted '{predicted}' (p = {probs[predicted]:.3f})"
+    return text

@@ -1,0 +1,202 @@
+"""A Hugging Face encoder as a one-tensor module, transfer-learning controls, and the text classification task.
+
+:class:`SequenceClassifier` takes padded token ids and returns logits: the attention mask comes from the padding id
+and segment ids from the first separator, so every core tool (Trainer, metrics, int8, ONNX, distillation) sees a
+plain ``Tensor → Tensor`` model.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from tujie_core import ClassificationTask, Schedule
+from tujie_core.optim import OPTIMIZERS, SCHEDULERS
+
+_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
+
+
+POOLINGS = ("cls", "mean")
+
+
+class SequenceClassifier(nn.Module):
+    """``AutoModelForSequenceClassification`` behind ``forward(input_ids) → logits``.
+
+    ``pooling="cls"`` is the Hugging Face head (the pooled ``[CLS]`` state); ``"mean"`` feeds the mean of the
+    unmasked token states to the same linear classifier, as sentence-transformers encoders such as the default
+    MiniLM were trained to be used.
+    """
+
+    def __init__(
+        self, hf_model: nn.Module, pad_token_id: int, sep_token_id: int | None = None, pooling: str = "cls"
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got '{pooling}'")
+        if pooling == "mean" and not isinstance(getattr(hf_model, "classifier", None), nn.Linear):
+            raise ValueError(f"mean pooling needs a linear classifier head; {type(hf_model).__name__} has none")
+        self.hf_model = hf_model
+        self.pad_token_id = int(pad_token_id)
+        self.pooling = pooling
+        # segment ids only for encoders that have them (BERT: type_vocab_size 2; RoBERTa: 1)
+        types = getattr(hf_model.config, "type_vocab_size", 0) or 0
+        self.sep_token_id = int(sep_token_id) if sep_token_id is not None and types > 1 else None
+
+    @property
+    def config(self) -> Any:
+        return self.hf_model.config
+
+    def model_inputs(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Attention mask (default: the non-padding tokens) and segment ids: 0 up to the first ``[SEP]``, then 1."""
+        mask = input_ids.ne(self.pad_token_id).long() if attention_mask is None else attention_mask
+        inputs = {"attention_mask": mask}
+        if self.sep_token_id is not None:
+            sep = input_ids.eq(self.sep_token_id).long()
+            inputs["token_type_ids"] = (sep.cumsum(-1) - sep).clamp(max=1)
+        return inputs
+
+    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        inputs = self.model_inputs(input_ids, attention_mask)
+        if self.pooling == "cls":
+            return self.hf_model(input_ids=input_ids, **inputs).logits
+        hidden = base_model(self)(input_ids=input_ids, **inputs).last_hidden_state
+        weights = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return self.hf_model.classifier(self.hf_model.dropout(pooled))
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        return self.logits(input_ids)
+
+
+def base_model(model: SequenceClassifier) -> nn.Module:
+    """The encoder without its classification head (``model.bert``, ``model.roberta``, …)."""
+    hf = model.hf_model
+    return getattr(hf, hf.base_model_prefix)
+
+
+def encoder_layers(model: SequenceClassifier) -> int:
+    return int(model.config.num_hidden_layers)
+
+
+def layer_of(name: str, num_layers: int) -> int:
+    """Depth of a parameter: 0 for embeddings, ``i + 1`` for transformer layer ``i``, ``num_layers + 1`` for the
+    pooler and the head."""
+    if "embeddings" in name:
+        return 0
+    match = _LAYER_INDEX.search(name)
+    return int(match.group(1)) + 1 if match else num_layers + 1
+
+
+def freeze(
+    model: SequenceClassifier,
+    *,
+    embeddings: bool = False,
+    layers: int = 0,
+    encoder: bool = False,
+) -> list[str]:
+    """Stop gradients: the embeddings, the first ``layers`` transformer layers, or the whole encoder
+    (``encoder=True``: feature extraction, only the head trains). Returns the frozen parameter names."""
+    depth = encoder_layers(model)
+    if not 0 <= layers <= depth:
+        raise ValueError(f"freeze_layers must be in [0, {depth}] for this {depth}-layer encoder, got {layers}")
+    prefix = model.hf_model.base_model_prefix + "."
+    frozen = []
+    for name, param in model.hf_model.named_parameters():
+        in_encoder = name.startswith(prefix)
+        level = layer_of(name, depth)
+        if in_encoder and (encoder or (embeddings and level == 0) or 1 <= level <= layers):
+            param.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+def layerwise_groups(
+    model: nn.Module, lr: float, decay: float, weight_decay: float, num_layers: int
+) -> list[dict[str, Any]]:
+    """Parameter groups for layer-wise learning-rate decay (Howard & Ruder 2018; Clark et al. 2020):
+    ``lr · decay^(num_layers + 1 − depth)``, so the head gets ``lr`` and the embeddings the smallest rate.
+    Biases and norm weights (1-D) get no weight decay."""
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        depth = layer_of(name, num_layers)
+        no_decay = param.ndim <= 1
+        group = groups.setdefault(
+            (depth, no_decay),
+            {
+                "params": [],
+                "lr": lr * decay ** (num_layers + 1 - depth),
+                "weight_decay": 0.0 if no_decay else weight_decay,
+            },
+        )
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
+
+
+class TextClassificationTask(ClassificationTask):
+    """Classification of ``(input_ids, target)`` batches with optional layer-wise learning-rate decay."""
+
+    def __init__(self, model: SequenceClassifier, *args: Any, layer_lr_decay: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(model, *args, **kwargs)
+        if not 0 < layer_lr_decay <= 1:
+            raise ValueError(f"layer_lr_decay must be in (0, 1], got {layer_lr_decay}")
+        self.layer_lr_decay = layer_lr_decay
+
+    def configure_optimizers(self, total_steps: int) -> tuple[Optimizer, Schedule | None]:
+        if self.layer_lr_decay == 1.0:
+            return super().configure_optimizers(total_steps)
+        spec = self.optimizer_spec
+        options = dict(spec.params)
+        lr = float(options.pop("lr", 1e-3))
+        weight_decay = float(options.pop("weight_decay", 0.0))
+        raw = getattr(self.model, "module", self.model)  # unwrapped when a plugin wrapped it
+        groups = layerwise_groups(raw, lr, self.layer_lr_decay, weight_decay, encoder_layers(raw))
+        optimizer = OPTIMIZERS.create(spec.name, where="optimizer", runtime={"params": groups}, lr=lr, **options)
+        if self.scheduler_spec is None:
+            return optimizer, None
+        sched = self.scheduler_spec
+        runtime = {"optimizer": optimizer, "total_steps": total_steps}
+        return optimizer, SCHEDULERS.create(sched.name, where="scheduler", runtime=runtime, **sched.params)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
+@torch.no_grad()
+def shrink_encoder(model: SequenceClassifier, layers: int) -> SequenceClassifier:
+    """A student for distillation: the same encoder with only ``layers`` transformer layers, evenly spaced from the
+    teacher's and initialised from them (as DistilBERT initialises from every second BERT layer)."""
+    import copy
+
+    depth = encoder_layers(model)
+    if not 1 <= layers < depth:
+        raise ValueError(f"a student needs 1 to {depth - 1} layers (the teacher has {depth}), got {layers}")
+    keep = sorted({round(i * (depth - 1) / max(layers - 1, 1)) for i in range(layers)}) if layers > 1 else [depth - 1]
+    student = copy.deepcopy(model)
+    owner, name, stack = _layer_stack(base_model(student), depth)
+    setattr(owner, name, nn.ModuleList([stack[i] for i in keep]))
+    student.hf_model.config.num_hidden_layers = layers
+    for i, layer in enumerate(getattr(owner, name)):  # attention implementations index caches by layer
+        attention = getattr(layer, "attention", None)
+        inner = getattr(attention, "self", None)
+        if inner is not None and hasattr(inner, "layer_idx"):
+            inner.layer_idx = i
+    return student
+
+
+def _layer_stack(encoder: nn.Module, depth: int) -> tuple[nn.Module, str, nn.ModuleList]:
+    """The ModuleList holding the transformer layers (``encoder.layer`` in BERT, ``transformer.layer`` in
+    DistilBERT): the first one with ``depth`` entries."""
+    for module in encoder.modules():
+        for name, child in module.named_children():
+            if isinstance(child, nn.ModuleList) and len(child) == depth:
+                return module, name, child
+    raise ValueError(f"cannot find the {depth} transformer layers in {type(encoder).__name__}")

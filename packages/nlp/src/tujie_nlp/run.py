@@ -1,0 +1,371 @@
+"""Fine-tuning runs from a config: data files → TextClassifier → core Trainer → run folder with a report.
+
+A run folder ``<output_dir>/<name>/<timestamp>/`` holds ``config.yaml``, ``metrics.jsonl``, ``checkpoints/``
+(last + best, resumable), ``model/`` (a ``save_pretrained`` folder), ``summary.json``, ``report.md`` with plots,
+and ``bad_rows.txt`` when input rows were skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from lightning.fabric import seed_everything
+from pydantic import Field, ValidationError
+from sklearn.model_selection import train_test_split
+
+from tujie_core import ConfigError, DataError, Evaluation, Trainer, TrainerConfig, write_report
+from tujie_core.config import ComponentSpec, Strict, apply_overrides, read_yaml
+from tujie_core.registry import format_validation_error
+from tujie_core.run import new_run_dir
+from tujie_nlp.classifier import TextClassifier
+from tujie_nlp.data import BadRow, LabelVocab, TextFormat, TextTable, read_texts
+from tujie_nlp.encoders import DEFAULT_ENCODER
+from tujie_nlp.modeling import count_parameters, freeze
+
+
+def bundled_data(name: str = "support_tickets.csv") -> Path:
+    """A data file shipped inside tujie_nlp (``data/<name>``)."""
+    return Path(str(resources.files("tujie_nlp") / "data" / name))
+
+
+class TextDataConfig(Strict):
+    """Where the labelled text is and how to read and batch it."""
+
+    train: Path | None = Field(None, description="default: the bundled, illustrative support tickets")
+    val: Path | None = Field(None, description="default: val_fraction of train")
+    test: Path | None = Field(None, description="default: test_fraction of train")
+    format: TextFormat = "auto"
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    multi_label: bool = False
+    label_separator: str | None = Field(None, description="multi-label: splits a label field (default '|')")
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.0, ge=0, lt=1)
+    max_length: int = Field(128, ge=8)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    seed: int = 0
+
+
+class TransferConfig(Strict):
+    """Transfer-learning controls (book ch. 14): what stays frozen and how fast each layer learns."""
+
+    freeze_embeddings: bool = False
+    freeze_layers: int = Field(0, ge=0, description="freeze the first N transformer layers")
+    feature_extraction: bool = Field(False, description="freeze the whole encoder; only the head trains")
+    layer_lr_decay: float = Field(1.0, gt=0, le=1, description="lr × decay^(depth below the head)")
+
+
+class TextRunConfig(Strict):
+    """A whole fine-tuning run."""
+
+    name: str = "text"
+    output_dir: Path = Path("runs")
+    encoder: str = Field(DEFAULT_ENCODER, description="short name, local folder (e.g. a pretrain output) or hub id")
+    dropout: float | None = Field(None, ge=0, lt=1)
+    pooling: Literal["auto", "cls", "mean"] = Field("auto", description="auto: mean for sentence-transformers")
+    data: TextDataConfig = TextDataConfig()
+    transfer: TransferConfig = TransferConfig()
+    class_weights: Literal["balanced"] | list[float] | None = None
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    optimizer: ComponentSpec = ComponentSpec(name="adamw", lr=5e-5, weight_decay=0.01)
+    scheduler: ComponentSpec | None = ComponentSpec(name="linear")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of optimizer steps spent warming up")
+    trainer: TrainerConfig = TrainerConfig(max_epochs=3, monitor="val/accuracy", mode="max")
+
+
+def load_text_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TextRunConfig:
+    """A YAML config (or the defaults when ``path`` is None) with ``KEY=VALUE`` overrides, validated.
+
+    Sections merge into the defaults, so ``optimizer.lr=1e-4`` keeps the default optimizer; a component section
+    that names another component (``optimizer: {name: sgd}``) replaces the default one instead.
+    """
+    raw = read_yaml(Path(path)) if path is not None else {}
+    defaults = TextRunConfig.model_construct().model_dump(mode="json")
+    raw = {**defaults, **{k: _merged(defaults[k], v) if k in defaults else v for k, v in raw.items()}}
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return TextRunConfig.model_validate(raw)
+    except ValidationError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(where + format_validation_error(exc, "", TextRunConfig)) from None
+
+
+def _merged(defaults: Any, given: Any) -> Any:
+    """``given`` over ``defaults``, recursively; a component that names another component is not merged."""
+    if not isinstance(defaults, dict) or not isinstance(given, dict):
+        return given
+    if "name" in defaults and given.get("name", defaults["name"]) != defaults["name"]:
+        return given
+    return {**defaults, **{k: _merged(defaults[k], v) if k in defaults else v for k, v in given.items()}}
+
+
+def read_split(data: TextDataConfig, path: Path, labelled: bool = True) -> TextTable:
+    return read_texts(
+        path,
+        format=data.format,
+        text_column=data.text_column,
+        text_pair_column=data.text_pair_column,
+        label_column=data.label_column if labelled else None,
+        label_separator=data.label_separator,
+        multi_label=data.multi_label,
+    )
+
+
+def load_tables(data: TextDataConfig) -> dict[str, TextTable | None]:
+    """Train/val/test tables; a split without a file is carved from train (stratified for single-label)."""
+    train = read_split(data, data.train or bundled_data())
+    if not train.texts:
+        raise DataError(f"{train.path}: no usable rows" + (f" ({train.bad_report()})" if train.bad else ""))
+    tables: dict[str, TextTable | None] = {"train": train, "val": None, "test": None}
+    carve = {}
+    for split, path, fraction in (("test", data.test, data.test_fraction), ("val", data.val, data.val_fraction)):
+        if path is not None:
+            tables[split] = read_split(data, path)
+        elif fraction > 0:
+            carve[split] = fraction
+    if carve:
+        tables.update(_carve(train, carve, data.seed, stratify=not data.multi_label))
+    return tables
+
+
+def _carve(train: TextTable, fractions: dict[str, float], seed: int, stratify: bool) -> dict[str, TextTable]:
+    index = list(range(len(train)))
+    labels = [row[0] for row in train.labels] if stratify and train.labels else None
+    if labels is not None and min(labels.count(n) for n in set(labels)) < 2:
+        labels = None  # a class with one example cannot be split both ways
+    parts: dict[str, list[int]] = {}
+    remaining = 1.0
+    for split in ("test", "val"):
+        if split not in fractions:
+            continue
+        strat = [labels[i] for i in index] if labels else None
+        index, parts[split] = train_test_split(
+            index, test_size=fractions[split] / remaining, random_state=seed, stratify=strat
+        )
+        remaining -= fractions[split]
+    parts["train"] = sorted(index)
+    return {split: _subset(train, sorted(rows), keep_bad=split == "train") for split, rows in parts.items()}
+
+
+def _subset(table: TextTable, rows: list[int], keep_bad: bool) -> TextTable:
+    return TextTable(
+        table.path,
+        [table.texts[i] for i in rows],
+        None if table.pairs is None else [table.pairs[i] for i in rows],
+        None if table.labels is None else [table.labels[i] for i in rows],
+        [table.lines[i] for i in rows],
+        table.bad if keep_bad else [],
+    )
+
+
+@dataclass
+class TextRunResult:
+    run_dir: Path
+    metrics: dict[str, float]
+    report: Path
+    classifier: TextClassifier
+    tables: dict[str, TextTable | None] = field(default_factory=dict)
+    bad_rows: dict[str, list[BadRow]] = field(default_factory=dict)
+
+
+def train_text(config: TextRunConfig, resume: str | Path | None = None) -> TextRunResult:
+    """Fine-tune, evaluate the best checkpoint on val and test, save the model and write the report.
+
+    ``resume``: a run folder (its ``checkpoints/last.ckpt``); the run continues in place, exactly.
+    """
+    seed_everything(config.trainer.seed, workers=True, verbose=False)
+    data = config.data
+    tables = load_tables(data)
+    train = tables["train"]
+    assert train is not None and train.labels is not None
+    labels = LabelVocab.from_labels(train.labels, data.multi_label)
+    classifier = TextClassifier.from_encoder(
+        config.encoder, labels, max_length=data.max_length, dropout=config.dropout, pooling=config.pooling
+    )
+    transfer = config.transfer
+    try:
+        freeze(
+            classifier.model,
+            embeddings=transfer.freeze_embeddings,
+            layers=transfer.freeze_layers,
+            encoder=transfer.feature_extraction,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"transfer: {exc}") from None
+
+    ckpt = None
+    if resume is not None:
+        ckpt = Path(resume) / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise ConfigError(f"{resume}: nothing to resume (no checkpoints/last.ckpt)")
+        run_dir = Path(resume)
+    else:
+        run_dir = new_run_dir(config)  # type: ignore[arg-type]
+    trainer = Trainer(config.trainer, run_dir=run_dir)
+    run_dir = trainer.fabric.broadcast(run_dir)
+    trainer.run_dir = run_dir
+    if trainer.fabric.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+    loaders = {
+        split: classifier.loader(
+            classifier.dataset(table),
+            data.batch_size if split == "train" else data.eval_batch_size,
+            shuffle=split == "train",
+            seed=config.trainer.seed,
+        )
+        for split, table in tables.items()
+        if table is not None and len(table)
+    }
+    cfg = config.trainer
+    steps = cfg.max_epochs * math.ceil(len(loaders["train"]) / cfg.accumulate_grad_batches)
+    steps = min(steps, cfg.max_steps or steps)
+    scheduler = None
+    if config.scheduler is not None:
+        scheduler = ComponentSpec(**{"warmup_steps": int(config.warmup_ratio * steps), **config.scheduler.model_dump()})
+    weights = config.class_weights
+    if weights == "balanced":
+        weights = labels.balanced_weights(train.labels)
+    elif weights is not None and len(weights) != len(labels):
+        raise ConfigError(f"class_weights: {len(weights)} weights for {len(labels)} labels {labels.names}")
+    task = classifier.task(
+        optimizer=config.optimizer,
+        scheduler=scheduler,
+        class_weights=weights,
+        label_smoothing=config.label_smoothing,
+        layer_lr_decay=transfer.layer_lr_decay,
+    )
+    trainer.fit(task, loaders["train"], loaders.get("val"), ckpt_path=ckpt)
+    best = trainer.checkpoint_callback
+    if best is not None and best.best_path.is_file():
+        trainer.load_weights(task, best.best_path)
+    evaluations: dict[str, Evaluation] = {
+        split: trainer.evaluate(task, loaders[split], split) for split in ("val", "test") if split in loaders
+    }
+    metrics = {k: v for ev in evaluations.values() for k, v in ev.metrics.items()}
+    bad = {split: t.bad for split, t in tables.items() if t is not None and t.bad}
+    report = run_dir / "report.md"
+    if trainer.fabric.is_global_zero:
+        classifier.model.eval()
+        classifier.save_pretrained(run_dir / "model")
+        summary = {"metrics": metrics, "epochs": trainer.state.epoch, "steps": trainer.state.step}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if bad:
+            lines = [f"{tables[s].path} {row}" for s, rows in bad.items() for row in rows]  # type: ignore[union-attr]
+            (run_dir / "bad_rows.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        report = write_report(
+            run_dir,
+            title=f"Text classification report: {config.name}",
+            evaluations=evaluations,
+            history=trainer.state.history,
+            class_names=labels.names,
+            sections=[*trainer.report_sections(), _data_section(tables, classifier)],
+            header=_header(config, classifier, trainer),
+        )
+    return TextRunResult(run_dir, metrics, report, classifier, tables, bad)
+
+
+def _header(config: TextRunConfig, classifier: TextClassifier, trainer: Trainer) -> str:
+    trainable, total = count_parameters(classifier.model)
+    kind = "multi-label" if classifier.labels.multi_label else "single-label"
+    return (
+        f"Encoder: `{config.encoder}` ({total:,} parameters, {trainable:,} trainable). {kind} over "
+        f"{len(classifier.labels)} labels. Epochs run: {trainer.state.epoch}, optimizer steps: {trainer.state.step}. "
+        f"Evaluated with the best checkpoint by `{config.trainer.monitor}`."
+    )
+
+
+def _data_section(tables: dict[str, TextTable | None], classifier: TextClassifier) -> str:
+    lines = ["## Data", "", "| split | file | rows | skipped rows |", "|---|---|---:|---:|"]
+    for split, table in tables.items():
+        if table is not None:
+            lines.append(f"| {split} | `{table.path}` | {len(table):,} | {len(table.bad):,} |")
+    lines += [
+        "",
+        f"Labels: {', '.join(f'`{n}`' for n in classifier.labels.names)}; max_length {classifier.max_length} tokens.",
+    ]
+    return "\n".join(lines)
+
+
+# ---- evaluation and prediction of a saved model ---------------------------------------------------------------
+def evaluate_text(
+    model_dir: str | Path,
+    path: str | Path,
+    data: TextDataConfig | None = None,
+    output_dir: str | Path | None = None,
+    batch_size: int = 64,
+) -> tuple[Evaluation, TextTable, Path | None]:
+    """Metrics of a saved classifier on a labelled file; with ``output_dir``, a report with plots there."""
+    classifier = TextClassifier.from_pretrained(model_dir)
+    table = read_split(data or TextDataConfig(multi_label=classifier.labels.multi_label), Path(path))
+    if not table.texts:
+        raise DataError(f"{path}: no usable rows" + (f" ({table.bad_report()})" if table.bad else ""))
+    evaluation = classifier.evaluate(table, batch_size)
+    report = None
+    if output_dir is not None:
+        report = write_report(
+            output_dir,
+            title=f"Evaluation of {model_dir} on {path}",
+            evaluations={"test": evaluation},
+            class_names=classifier.labels.names,
+        )
+    return evaluation, table, report
+
+
+@dataclass
+class PredictionSummary:
+    output: Path
+    predicted: int
+    bad: list[BadRow]
+
+
+def predict_file(
+    model_dir: str | Path | TextClassifier,
+    path: str | Path,
+    output: str | Path,
+    *,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    format: TextFormat = "auto",
+    batch_size: int = 64,
+    threshold: float = 0.5,
+) -> PredictionSummary:
+    """Predict every good row of a file into a CSV (``line``, ``text``, ``label``, one ``p_<label>`` column per
+    label); bad rows are skipped and returned (and written to ``<output>.errors.csv``), never fatal."""
+    classifier = model_dir if isinstance(model_dir, TextClassifier) else TextClassifier.from_pretrained(model_dir)
+    table = read_texts(
+        path, format=format, text_column=text_column, text_pair_column=text_pair_column, label_column=None
+    )
+    probs = classifier.predict_proba(table.texts, table.pairs, batch_size=batch_size)
+    names = classifier.labels.names
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["line", "text", "label", *(f"p_{n}" for n in names)])
+        for line, text, row in zip(table.lines, table.texts, probs, strict=True):
+            if classifier.labels.multi_label:
+                label = "|".join(n for n, p in zip(names, row.tolist(), strict=True) if p > threshold)
+            else:
+                label = names[int(torch.argmax(row))]
+            writer.writerow([line, text, label, *(f"{p:.6f}" for p in row.tolist())])
+    errors = output.with_name(output.name + ".errors.csv")
+    if table.bad:
+        with errors.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["line", "reason"])
+            writer.writerows([b.line, b.reason] for b in table.bad)
+    elif errors.exists():
+        errors.unlink()
+    return PredictionSummary(output, len(table), table.bad)

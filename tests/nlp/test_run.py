@@ -1,0 +1,175 @@
+"""Fine-tuning runs from a config, exact resume, prediction files with bad rows, domain pre-training, compression."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tujie_core import ConfigError, DataError
+from tujie_nlp.classifier import TextClassifier
+from tujie_nlp.compress import compress_text
+from tujie_nlp.data import read_texts
+from tujie_nlp.pretrain import MaskingCollator, pretrain_mlm
+from tujie_nlp.run import bundled_data, load_tables, load_text_config, predict_file, train_text
+
+
+def config_for(tiny_bert: Path, data: Path, out: Path, *extra: str):
+    return load_text_config(
+        None,
+        [
+            f"encoder={tiny_bert}",
+            f"data.train={data}",
+            "data.val_fraction=0.25",
+            "data.batch_size=8",
+            "optimizer.lr=0.003",
+            "trainer.max_epochs=4",
+            "trainer.accelerator=cpu",
+            "trainer.progress=none",
+            f"output_dir={out}",
+            *extra,
+        ],
+    )
+
+
+def test_a_run_folder_has_model_report_and_metrics(tiny_bert: Path, sentiment_csv: Path, tmp_path: Path) -> None:
+    result = train_text(config_for(tiny_bert, sentiment_csv, tmp_path, "data.test_fraction=0.25"))
+    run = result.run_dir
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "report.md", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    assert {"val/accuracy", "test/accuracy", "test/f1_macro"} <= set(result.metrics)
+    assert len(result.tables["train"]) == 20 and len(result.tables["val"]) == 10 and len(result.tables["test"]) == 10
+    report = (run / "report.md").read_text()
+    assert "## Data" in report and "Encoder:" in report
+    loaded = TextClassifier.from_pretrained(run / "model")
+    assert loaded.labels.names == ["neg", "pos"]
+    test = result.tables["test"]
+    assert loaded.evaluate(test).metrics["test/accuracy"] == pytest.approx(result.metrics["test/accuracy"])
+
+
+def test_resume_continues_exactly(tiny_bert: Path, sentiment_csv: Path, tmp_path: Path) -> None:
+    # a constant learning rate, so that a 1-epoch run resumed to 2 epochs and a 2-epoch run share one schedule
+    constant = "scheduler=null"
+    straight = train_text(config_for(tiny_bert, sentiment_csv, tmp_path / "a", "trainer.max_epochs=2", constant))
+    first = train_text(config_for(tiny_bert, sentiment_csv, tmp_path / "b", "trainer.max_epochs=1", constant))
+    resumed_config = config_for(tiny_bert, sentiment_csv, tmp_path / "b", "trainer.max_epochs=2", constant)
+    resumed = train_text(resumed_config, resume=first.run_dir)
+    assert resumed.run_dir == first.run_dir
+    a = torch.load(straight.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["model"]
+    b = torch.load(resumed.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bundled_tickets_are_the_default_data() -> None:
+    tables = load_tables(load_text_config(None, ["data.test_fraction=0.2"]).data)
+    assert tables["train"].path == bundled_data()
+    sizes = {k: len(t) for k, t in tables.items()}
+    assert sizes == {"train": 280, "val": 40, "test": 80}
+    assert not tables["train"].bad
+    counts = {name: sum(row == [name] for row in tables["test"].labels) for name in ("billing", "technical")}
+    assert counts == {"billing": 20, "technical": 20}  # stratified
+
+
+def test_config_errors_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data.max_lenght: unknown key \(did you mean 'max_length'\?\)"):
+        load_text_config(None, ["data.max_lenght=64"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer: {max_epochs: zero}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: trainer.max_epochs"):
+        load_text_config(bad)
+
+
+def test_training_skips_and_records_bad_rows(tiny_bert: Path, sentiment_csv: Path, tmp_path: Path) -> None:
+    with sentiment_csv.open("a", encoding="utf-8") as handle:
+        handle.write('"",pos\n"no label here",\n')
+    result = train_text(config_for(tiny_bert, sentiment_csv, tmp_path, "trainer.max_epochs=1"))
+    assert [b.line for b in result.bad_rows["train"]] == [42, 43]
+    assert "line 42: column 'text': empty text" in (result.run_dir / "bad_rows.txt").read_text()
+
+
+def test_predict_file_reports_bad_rows_and_predicts_every_good_one(tiny_bert: Path, tmp_path: Path) -> None:
+    clf = TextClassifier.from_encoder(tiny_bert, ["neg", "pos"])
+    source = tmp_path / "inbox.csv"
+    source.write_bytes(b'id,text\n1,first good\n2,\n3,caf\xe9 latin-1\n4\n5,"second, good"\n6,third good\n')
+    summary = predict_file(clf, source, tmp_path / "out" / "pred.csv")
+    assert summary.predicted == 3
+    assert [(b.line, b.reason) for b in summary.bad] == [
+        (3, "column 'text': empty text"),
+        (4, "column 'text': bytes that are not UTF-8"),
+        (5, "missing field(s) 'text'"),
+    ]
+    with summary.output.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["line"] for r in rows] == ["2", "6", "7"]
+    assert [r["text"] for r in rows] == ["first good", "second, good", "third good"]
+    probs = clf.predict_proba(["first good", "second, good", "third good"])
+    for row, p in zip(rows, probs, strict=True):
+        assert float(row["p_neg"]) + float(row["p_pos"]) == pytest.approx(1.0, abs=1e-5)
+        assert float(row["p_pos"]) == pytest.approx(float(p[1]), abs=1e-6)
+        assert row["label"] == ("pos" if p[1] > p[0] else "neg")
+    errors = summary.output.with_name("pred.csv.errors.csv").read_text()
+    assert "4,column 'text': bytes that are not UTF-8" in errors
+
+
+def test_masking_follows_bert(tiny_bert: Path) -> None:
+    from tujie_nlp.encoders import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_bert)
+    collate = MaskingCollator(tokenizer, 0.15, torch.Generator().manual_seed(0))
+    ids = tokenizer(["the quick brown fox jumps over the lazy dog again and again"] * 200)["input_ids"]
+    masked, labels = collate([(row,) for row in ids])
+    original = torch.tensor(ids)
+    chosen = labels != -100
+    special = torch.isin(original, torch.tensor(tokenizer.all_special_ids))
+    assert not (chosen & special).any()
+    assert torch.equal(labels[chosen], original[chosen]) and torch.equal(masked[~chosen], original[~chosen])
+    assert 0.12 < chosen.float().sum() / (~special).sum() < 0.18
+    share_mask = (masked[chosen] == tokenizer.mask_token_id).float().mean()
+    assert 0.75 < share_mask < 0.85
+    one_word = collate([(tokenizer("hi")["input_ids"],)] * 50)[1]
+    assert ((one_word != -100).sum(-1) == 1).all()  # short lines still get one masked token
+
+
+def test_pretraining_lowers_the_masked_lm_loss_and_feeds_fine_tuning(tiny_bert: Path, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    lines = ["the patient reports chest pain radiating to the left arm", "ecg shows st elevation in leads"] * 20
+    text.write_bytes("\n".join(lines).encode() + b"\nbad \xff line\n\n")
+    result = pretrain_mlm(
+        text, tmp_path / "adapted", encoder=tiny_bert, max_epochs=3, batch_size=8, lr=3e-3, progress="none"
+    )
+    assert result.val_loss_after < result.val_loss_before - 0.5
+    assert [b.line for b in result.bad_rows] == [41]
+    assert (result.model_dir / "model.safetensors").is_file()
+    clf = TextClassifier.from_encoder(result.model_dir, ["a", "b"])
+    adapted = load_file(str(result.model_dir / "model.safetensors"))
+    torch.testing.assert_close(
+        clf.model.hf_model.bert.embeddings.word_embeddings.weight, adapted["bert.embeddings.word_embeddings.weight"]
+    )
+    with pytest.raises(DataError, match="no such file"):
+        pretrain_mlm(tmp_path / "missing.txt", tmp_path / "x", encoder=tiny_bert)
+
+
+def test_compression_table_and_a_loadable_student(tiny_bert: Path, sentiment_csv: Path, tmp_path: Path) -> None:
+    table = read_texts(sentiment_csv)
+    clf = TextClassifier.from_encoder(tiny_bert, ["neg", "pos"])
+    clf.fit(table, max_epochs=6, batch_size=8, lr=3e-3, warmup_ratio=0.0, accelerator="cpu")
+    result = compress_text(
+        clf, table, tmp_path / "c", options={"distil": {"layers": 1, "epochs": 2}}, train_table=table, repeats=3
+    )
+    fp32, int8, distil = (r.row for r in result.rows)
+    assert [fp32.method, int8.method, distil.method] == ["fp32", "int8", "distil"]
+    assert int8.size_mb < fp32.size_mb and distil.parameters < fp32.parameters
+    assert abs(int8.metric - fp32.metric) <= 0.1
+    assert all(r.sentences_per_s > 0 for r in result.rows)
+    assert "sent/s" in (tmp_path / "c" / "compression.md").read_text()
+    student = TextClassifier.from_pretrained(tmp_path / "c" / "student")
+    assert student.model.config.num_hidden_layers == 1
+    assert all(p.requires_grad for p in clf.model.parameters())  # the teacher is handed back trainable
+    with pytest.raises(ConfigError, match="unknown method"):
+        compress_text(clf, table, tmp_path / "d", methods=["int4"])
+    with pytest.raises(ConfigError, match="needs labelled training text"):
+        compress_text(clf, table, tmp_path / "d", methods=["distil"])
