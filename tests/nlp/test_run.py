@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from tujie_core import ConfigError, DataError
+from tujie_core.compress import quantize_dynamic
 from tujie_nlp.classifier import TextClassifier
 from tujie_nlp.compress import compress_text
 from tujie_nlp.data import read_texts
@@ -163,7 +164,10 @@ def test_compression_table_and_a_loadable_student(tiny_bert: Path, sentiment_csv
     fp32, int8, distil = (r.row for r in result.rows)
     assert [fp32.method, int8.method, distil.method] == ["fp32", "int8", "distil"]
     assert int8.size_mb < fp32.size_mb and distil.parameters < fp32.parameters
-    assert abs(int8.metric - fp32.metric) <= 0.1
+    assert int8.metric is not None and distil.metric is not None
+    # the tiny model's probabilities sit near 0.5, so compare them, not its accuracy, with the int8 model's
+    int8_clf = TextClassifier(quantize_dynamic(clf.model), clf.tokenizer, clf.labels)
+    torch.testing.assert_close(int8_clf.predict_proba(table.texts), clf.predict_proba(table.texts), atol=0.02, rtol=0)
     assert all(r.sentences_per_s > 0 for r in result.rows)
     assert "sent/s" in (tmp_path / "c" / "compression.md").read_text()
     student = TextClassifier.from_pretrained(tmp_path / "c" / "student")
