@@ -9,7 +9,7 @@ else 12,000) for one epoch. The student is distilled on 12,000 training rows (3,
 Anchor: PyTorch's tutorial "Dynamic quantization on BERT" (BERT-base, MRPC): 438 → 181 MB, F1 unchanged, ≈ 1.8×
 faster. Goal: int8 ≥ 1.6× the fp32 throughput with at most 1 point of accuracy lost.
 
-    python benchmarks/nlp_int8.py [--quick] [--json PATH] [--model DIR]
+    python benchmarks/nlp_int8.py [--quick] [--json PATH] [--model DIR] [--per-tensor]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ ANCHOR = "PyTorch tutorial 'Dynamic quantization on BERT' (BERT-base, MRPC)"
 
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="a fine-tuned SST-2 classifier folder")
+    parser.add_argument("--per-tensor", action="store_true", help="one int8 scale per weight tensor, not per channel")
 
 
 def fine_tune(train: Path, dev: Path, output: Path) -> TextClassifier:
@@ -65,7 +66,7 @@ def main() -> None:
             dev,
             Path(tmp) / "compression",
             methods=["int8", "distil"],
-            options={"distil": {"layers": 3, "epochs": 1, "lr": 1e-4}},
+            options={"int8": {"per_channel": not args.per_tensor}, "distil": {"layers": 3, "epochs": 1, "lr": 1e-4}},
             train_table=train,
             repeats=20 if args.quick else 50,
         )
