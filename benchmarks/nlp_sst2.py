@@ -8,7 +8,8 @@ classifier (input of ``benchmarks/nlp_int8.py --model DIR``).
 Anchors (SST-2 dev accuracy): MiniLM 6×384 91.3 (Wang et al. 2020), DistilBERT 91.3 (Sanh et al. 2019),
 BERT-small 89.7 and BERT-tiny 83.2 (Turc et al. 2019).
 
-    python benchmarks/nlp_sst2.py [--quick] [--json PATH] [--epochs N] [--lr LR] [--pooling P] [--save-model DIR]
+    python benchmarks/nlp_sst2.py [--quick] [--json PATH] [--epochs N] [--lr LR] [--pooling P]
+        [--layer-lr-decay D] [--save-model DIR]
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--pooling", choices=["auto", "cls", "mean"], default="auto")
+    parser.add_argument("--layer-lr-decay", type=float, default=1.0, help="lr × decay per layer below the head")
     parser.add_argument("--save-model", type=Path, help="copy the fine-tuned classifier here")
 
 
@@ -61,6 +63,7 @@ def main() -> None:
                 "output_dir": tmp,
                 "encoder": "minilm-l6",
                 "pooling": args.pooling,
+                "transfer": {"layer_lr_decay": args.layer_lr_decay},
                 "data": {
                     "train": str(train),
                     "val": str(folder / "dev.tsv"),
