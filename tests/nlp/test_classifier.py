@@ -11,7 +11,14 @@ from tujie_core import ConfigError
 from tujie_nlp.classifier import METADATA_NAME, TextClassifier
 from tujie_nlp.data import LabelVocab, read_texts
 from tujie_nlp.encoders import MINILM_L6_SHA256, resolve_encoder, sha256
-from tujie_nlp.modeling import count_parameters, freeze, layer_of, layerwise_groups, shrink_encoder
+from tujie_nlp.modeling import (
+    count_parameters,
+    freeze,
+    layer_of,
+    layerwise_groups,
+    shrink_encoder,
+    symmetric_kl,
+)
 
 FAST = {"lr": 3e-3, "warmup_ratio": 0.0, "accelerator": "cpu", "seed": 0}
 
@@ -114,6 +121,39 @@ def test_layerwise_lr_decay_gives_lower_layers_smaller_rates(tiny_bert: Path) ->
     task = clf.task(optimizer={"name": "adamw", "lr": 1e-3}, layer_lr_decay=0.5)
     optimizer, _ = task.configure_optimizers(10)
     assert sorted({g["lr"] for g in optimizer.param_groups}) == [1.25e-4, 2.5e-4, 5e-4, 1e-3]
+
+
+def test_symmetric_kl_is_zero_for_equal_predictions_and_symmetric() -> None:
+    a, b = torch.tensor([[2.0, -1.0, 0.5]]), torch.tensor([[0.0, 1.0, 0.5]])
+    for softmax in (True, False):
+        assert symmetric_kl(a, a, softmax).item() == pytest.approx(0.0, abs=1e-7)
+        assert symmetric_kl(a, b, softmax).item() == pytest.approx(symmetric_kl(b, a, softmax).item())
+    p, q = a.softmax(-1), b.softmax(-1)
+    expected = ((p * (p / q).log()).sum() + (q * (q / p).log()).sum()) / 2
+    assert symmetric_kl(a, b, True).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_rdrop_adds_the_dropout_consistency_term_in_training_only(tiny_bert: Path) -> None:
+    clf = TextClassifier.from_encoder(tiny_bert, ["neg", "pos"], dropout=0.3)
+    ids = [torch.tensor(i) for i in clf.tokenize(["a wonderful film", "dull and terrible"])]
+    pad = clf.tokenizer.pad_token_id
+    batch = (torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=pad), torch.tensor([1, 0]))
+    plain, rdrop = clf.task(), clf.task(rdrop=4.0)
+    clf.model.eval()
+    assert rdrop.step(batch).loss.item() == pytest.approx(plain.step(batch).loss.item())
+    clf.model.train()
+    torch.manual_seed(0)
+    out = rdrop.step(batch)
+    torch.manual_seed(0)
+    logits = clf.model(torch.cat([batch[0], batch[0]]))
+    first, second = logits.chunk(2)
+    ce = (plain.loss(first, batch[1]) + plain.loss(second, batch[1])) / 2
+    kl = symmetric_kl(first, second, True)
+    assert kl.item() > 0  # two dropout masks, two predictions
+    assert out.loss.item() == pytest.approx((ce + 4.0 * kl).item(), rel=1e-5)
+    assert out.preds.shape == (2, 2) and out.batch_size == 2
+    with pytest.raises(ValueError, match="rdrop"):
+        clf.task(rdrop=-1.0)
 
 
 def test_pairs_get_segment_ids(tiny_bert: Path) -> None:

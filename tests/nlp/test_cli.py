@@ -50,6 +50,7 @@ def test_evaluate_predict_and_explain(tujie, trained: Path, sentiment_csv: Path,
         (["predict", "no-model", "in.csv", "out.csv"], "not a tujie text classifier folder"),
         (["train", "--encoder", "EMPTY"], "not a Hugging Face model folder"),
         (["pretrain", "missing.txt", "out", "--encoder", "ENCODER"], "missing.txt: no such file"),
+        (["pretrain", "a.txt", "out", "--precision", "bf17"], "precision: Input should be '32-true'"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(

@@ -61,6 +61,19 @@ class SchedulerSpec(ComponentSpec):
     """A learning-rate schedule from the ``schedulers`` registry."""
 
 
+# Fabric's precision names (bf16-mixed: bfloat16 autocast, fast on GPUs and on CPUs with AVX-512 BF16 or AMX)
+Precision = Literal[
+    "32-true",
+    "64-true",
+    "16-mixed",
+    "bf16-mixed",
+    "16-true",
+    "bf16-true",
+    "transformer-engine",
+    "transformer-engine-float16",
+]
+
+
 class TrainerConfig(Strict):
     """Everything the Trainer needs besides the task and the data."""
 
@@ -70,7 +83,7 @@ class TrainerConfig(Strict):
     devices: int | str = 1
     strategy: str = "auto"
     num_nodes: int = Field(1, ge=1)
-    precision: str = "32-true"
+    precision: Precision = "32-true"
     accumulate_grad_batches: int = Field(1, ge=1)
     gradient_clip_val: float | None = Field(None, gt=0)
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"

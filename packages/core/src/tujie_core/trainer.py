@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from lightning.fabric import Fabric
+from pydantic import ValidationError
 from torch import Tensor
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler
@@ -36,8 +37,10 @@ from tujie_core.callbacks import (
 )
 from tujie_core.checkpoint import AtomicCheckpointIO, rng_state, set_rng_state
 from tujie_core.config import TrainerConfig
+from tujie_core.errors import ConfigError
 from tujie_core.metrics import counting_mode
 from tujie_core.progress import ProgressReporter
+from tujie_core.registry import format_validation_error
 from tujie_core.tasks import Task
 
 
@@ -79,7 +82,10 @@ class Trainer:
         **overrides: Any,
     ) -> None:
         base = (config or TrainerConfig()).model_dump()
-        self.config = cfg = TrainerConfig.model_validate({**base, **overrides})
+        try:
+            self.config = cfg = TrainerConfig.model_validate({**base, **overrides})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, "", TrainerConfig)) from None
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)

@@ -171,6 +171,7 @@ class TextClassifier:
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
         layer_lr_decay: float = 1.0,
+        rdrop: float = 0.0,
         class_weights: list[float] | None = None,
         **trainer_options: Any,
     ) -> Trainer:
@@ -188,6 +189,7 @@ class TextClassifier:
             scheduler=ComponentSpec(name="linear", warmup_steps=int(warmup_ratio * steps)),
             class_weights=class_weights,
             layer_lr_decay=layer_lr_decay,
+            rdrop=rdrop,
         )
         trainer.fit(task, train_loader, val_loader)
         self.model.eval()

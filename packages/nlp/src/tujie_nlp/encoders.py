@@ -61,10 +61,13 @@ def resolve_encoder(name: str | Path) -> str:
     return text
 
 
+POOLING_CONFIG = "1_Pooling/config.json"  # sentence-transformers' pooling module
+
+
 def default_pooling(where: str) -> str:
     """``"mean"`` for a sentence-transformers folder whose pooling module averages tokens (the default MiniLM),
     else ``"cls"`` (the Hugging Face head)."""
-    config = Path(where) / "1_Pooling" / "config.json"
+    config = Path(where) / POOLING_CONFIG
     if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("pooling_mode_mean_tokens"):
         return "mean"
     return "cls"

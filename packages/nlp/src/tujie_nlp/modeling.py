@@ -11,10 +11,11 @@ import re
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from tujie_core import ClassificationTask, Schedule
+from tujie_core import ClassificationTask, Schedule, StepOutput
 from tujie_core.optim import OPTIMIZERS, SCHEDULERS
 
 _LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
@@ -139,13 +140,40 @@ def layerwise_groups(
 
 
 class TextClassificationTask(ClassificationTask):
-    """Classification of ``(input_ids, target)`` batches with optional layer-wise learning-rate decay."""
+    """Classification of ``(input_ids, target)`` batches with optional layer-wise learning-rate decay and R-Drop.
 
-    def __init__(self, model: SequenceClassifier, *args: Any, layer_lr_decay: float = 1.0, **kwargs: Any) -> None:
+    ``rdrop`` > 0 (R-Drop, Liang et al. 2021): each training batch goes through the model twice (as one doubled
+    batch, so under two dropout masks) and the loss adds ``rdrop`` × the symmetric KL divergence between the two
+    predicted distributions to the mean cross-entropy of both; evaluation is unchanged. It costs about twice the
+    compute per step.
+    """
+
+    def __init__(
+        self,
+        model: SequenceClassifier,
+        *args: Any,
+        layer_lr_decay: float = 1.0,
+        rdrop: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, *args, **kwargs)
         if not 0 < layer_lr_decay <= 1:
             raise ValueError(f"layer_lr_decay must be in (0, 1], got {layer_lr_decay}")
+        if rdrop < 0:
+            raise ValueError(f"rdrop must be >= 0, got {rdrop}")
         self.layer_lr_decay = layer_lr_decay
+        self.rdrop = rdrop
+
+    def step(self, batch: Any, with_predictions: bool = True) -> StepOutput:
+        if not (self.rdrop and self.model.training):
+            return super().step(batch, with_predictions)
+        inputs, target = self.unpack(batch)
+        first, second = self.forward(torch.cat([inputs, inputs])).float().chunk(2)
+        loss = (self.loss(first, target) + self.loss(second, target)) / 2
+        loss = loss + self.rdrop * symmetric_kl(first, second, self.kind == "multiclass")
+        out = first.detach()
+        preds = self.predictions(out) if with_predictions else out
+        return StepOutput(loss, preds, target.long() if with_predictions else target, int(target.shape[0]))
 
     def configure_optimizers(self, total_steps: int) -> tuple[Optimizer, Schedule | None]:
         if self.layer_lr_decay == 1.0:
@@ -162,6 +190,17 @@ class TextClassificationTask(ClassificationTask):
         sched = self.scheduler_spec
         runtime = {"optimizer": optimizer, "total_steps": total_steps}
         return optimizer, SCHEDULERS.create(sched.name, where="scheduler", runtime=runtime, **sched.params)
+
+
+def symmetric_kl(first: Tensor, second: Tensor, softmax: bool) -> Tensor:
+    """Mean over rows of ``(KL(p‖q) + KL(q‖p)) / 2``: softmax rows, or independent sigmoids summed over labels."""
+    if softmax:
+        p, q = first.log_softmax(-1), second.log_softmax(-1)
+        return ((p.exp() - q.exp()) * (p - q)).sum(-1).mean() / 2
+    p, q = F.logsigmoid(first), F.logsigmoid(second)
+    p_not, q_not = F.logsigmoid(-first), F.logsigmoid(-second)
+    kl = (p.exp() - q.exp()) * (p - q) + (p_not.exp() - q_not.exp()) * (p_not - q_not)
+    return kl.reshape(first.shape[0], -1).sum(-1).mean() / 2
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.fabric import seed_everything
+from pydantic import ValidationError
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from tujie_core import DataError, Task, Trainer, TrainerConfig
+from tujie_core import ConfigError, DataError, Task, Trainer, TrainerConfig
 from tujie_core.config import ComponentSpec
+from tujie_core.registry import format_validation_error
 from tujie_core.tasks import StepOutput
 from tujie_nlp.data import BadRow, LengthGroupedBatchSampler, TokenizedTexts
-from tujie_nlp.encoders import DEFAULT_ENCODER, load_tokenizer, quiet_transformers, resolve_encoder
+from tujie_nlp.encoders import (
+    DEFAULT_ENCODER,
+    POOLING_CONFIG,
+    load_tokenizer,
+    quiet_transformers,
+    resolve_encoder,
+)
 
 IGNORE = -100
 
@@ -89,6 +98,15 @@ class MaskedLMTask(Task):
         return StepOutput(self.loss(outputs, target), outputs.detach()[:0], target[:0], int(target.shape[0]))
 
 
+def keep_pooling(source: str | Path, model_dir: Path) -> None:
+    """Copy a sentence-transformers pooling config (``1_Pooling/config.json``) from a local encoder folder, so that
+    ``pooling: auto`` treats the adapted encoder as it treated the original (mean pooling for the default MiniLM)."""
+    config = Path(source) / POOLING_CONFIG
+    if config.is_file():
+        (model_dir / POOLING_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(config, model_dir / POOLING_CONFIG)
+
+
 def read_lines(path: str | Path) -> tuple[list[str], list[BadRow]]:
     """Non-empty lines of a UTF-8 text file; lines with bytes that are not UTF-8 are skipped and reported."""
     path = Path(path)
@@ -150,7 +168,11 @@ def pretrain_mlm(
     from transformers import AutoModelForMaskedLM
 
     output_dir = Path(output_dir)
-    config = TrainerConfig.model_validate({**(trainer or TrainerConfig(max_epochs=1)).model_dump(), **trainer_options})
+    base = (trainer or TrainerConfig(max_epochs=1)).model_dump()
+    try:
+        config = TrainerConfig.model_validate({**base, **trainer_options})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "", TrainerConfig)) from None
     seed_everything(config.seed, workers=True, verbose=False)
     lines, bad = read_lines(text_file)
     tokenizer = load_tokenizer(encoder)
@@ -195,6 +217,7 @@ def pretrain_mlm(
         with quiet_transformers():
             hf.save_pretrained(model_dir)
             tokenizer.save_pretrained(model_dir)
+        keep_pooling(resolve_encoder(encoder), model_dir)
         summary = {"val_loss_before": before, "val_loss_after": after, "steps": runner.state.step}
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return PretrainResult(output_dir, model_dir, before, after, runner.state.step, bad)

@@ -77,6 +77,7 @@ class TextRunConfig(Strict):
     transfer: TransferConfig = TransferConfig()
     class_weights: Literal["balanced"] | list[float] | None = None
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    rdrop: float = Field(0.0, ge=0, description="R-Drop weight: KL between two dropout passes (2× compute)")
     optimizer: ComponentSpec = ComponentSpec(name="adamw", lr=5e-5, weight_decay=0.01)
     scheduler: ComponentSpec | None = ComponentSpec(name="linear")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of optimizer steps spent warming up")
@@ -245,6 +246,7 @@ def train_text(config: TextRunConfig, resume: str | Path | None = None) -> TextR
         class_weights=weights,
         label_smoothing=config.label_smoothing,
         layer_lr_decay=transfer.layer_lr_decay,
+        rdrop=config.rdrop,
     )
     trainer.fit(task, loaders["train"], loaders.get("val"), ckpt_path=ckpt)
     best = trainer.checkpoint_callback
