@@ -83,9 +83,7 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rdrop", type=float, default=0.0, help="R-Drop weight (0: off)")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--tapt-epochs", type=int, default=0, help="masked-LM epochs on the training sentences first"
-    )
+    parser.add_argument("--tapt-epochs", type=int, default=0, help="masked-LM epochs on the training sentences first")
     parser.add_argument("--save-model", type=Path, help="copy the fine-tuned classifier here")
 
 
