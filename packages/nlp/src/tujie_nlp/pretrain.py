@@ -19,13 +19,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.fabric import seed_everything
-from pydantic import ValidationError
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from tujie_core import ConfigError, DataError, Task, Trainer, TrainerConfig
+from tujie_core import DataError, Task, Trainer, TrainerConfig
 from tujie_core.config import ComponentSpec
-from tujie_core.registry import format_validation_error
 from tujie_core.tasks import StepOutput
 from tujie_nlp.data import BadRow, LengthGroupedBatchSampler, TokenizedTexts
 from tujie_nlp.encoders import (
@@ -168,11 +166,8 @@ def pretrain_mlm(
     from transformers import AutoModelForMaskedLM
 
     output_dir = Path(output_dir)
-    base = (trainer or TrainerConfig(max_epochs=1)).model_dump()
-    try:
-        config = TrainerConfig.model_validate({**base, **trainer_options})
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, "", TrainerConfig)) from None
+    runner = Trainer(trainer or TrainerConfig(max_epochs=1), run_dir=output_dir, **trainer_options)
+    config = runner.config
     seed_everything(config.seed, workers=True, verbose=False)
     lines, bad = read_lines(text_file)
     tokenizer = load_tokenizer(encoder)
@@ -205,7 +200,6 @@ def pretrain_mlm(
         optimizer=ComponentSpec(name="adamw", lr=lr, weight_decay=weight_decay),
         scheduler=ComponentSpec(name="linear", warmup_steps=int(0.06 * steps)),
     )
-    runner = Trainer(config, run_dir=output_dir)
     before = runner.validate(task, val_batches)["val/loss"]
     ckpt = output_dir / "checkpoints" / "last.ckpt"
     if resume and not ckpt.is_file():
