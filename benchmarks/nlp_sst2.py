@@ -11,10 +11,11 @@ Anchors (SST-2 dev accuracy): MiniLM 6×384 91.3 (Wang et al. 2020), DistilBERT 
 BERT-small 89.7 and BERT-tiny 83.2 (Turc et al. 2019).
 
 ``--precision bf16-mixed`` trains under bfloat16 autocast (1.7× faster on CPUs with AVX-512 BF16); ``--rdrop A``
-adds R-Drop; ``--encoder E`` starts from another encoder (short name or folder).
+adds R-Drop; ``--ema-decay D`` evaluates and keeps an exponential moving average of the weights;
+``--encoder E`` starts from another encoder (short name or folder).
 
     python benchmarks/nlp_sst2.py [--quick] [--json PATH] [--epochs N] [--lr LR] [--pooling P]
-        [--layer-lr-decay D] [--precision P] [--rdrop A] [--label-smoothing E] [--seed S] [--encoder E]
+        [--layer-lr-decay D] [--precision P] [--rdrop A] [--label-smoothing E] [--ema-decay D] [--seed S] [--encoder E]
         [--tapt-epochs N] [--save-model DIR]
 """
 
@@ -82,6 +83,7 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="32-true", help="Fabric precision, e.g. bf16-mixed")
     parser.add_argument("--rdrop", type=float, default=0.0, help="R-Drop weight (0: off)")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--ema-decay", type=float, help="validate and keep an EMA of the weights (e.g. 0.999)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tapt-epochs", type=int, default=0, help="masked-LM epochs on the training sentences first")
     parser.add_argument("--save-model", type=Path, help="copy the fine-tuned classifier here")
@@ -120,6 +122,7 @@ def main() -> None:
                 "trainer": {
                     "max_epochs": 1 if args.quick else args.epochs,
                     "precision": args.precision,
+                    "ema_decay": args.ema_decay,
                     "seed": args.seed,
                     "monitor": "val/accuracy",
                     "mode": "max",

@@ -22,10 +22,12 @@ def assert_ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("averaging", [[], ["--ema-decay", "0.95"]], ids=["plain", "ema"])
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(averaging: list[str], tmp_path: Path) -> None:
     # digits train split: 1,617 samples / batch 64 = 26 steps per epoch; checkpoints every 5 steps.
     # Killed after step 33 (epoch 2, mid-epoch), the last checkpoint is step 30: steps 31-33 are redone.
-    common = ["--epochs", "3", "--checkpoint-every", "5"]
+    # With EMA the final weights are the average, so they also check that the average resumed exactly.
+    common = ["--epochs", "3", "--checkpoint-every", "5", *averaging]
     reference = tmp_path / "reference.safetensors"
     assert_ok(run_script("--out", str(reference), "--run-dir", str(tmp_path / "ref_run"), *common))
 

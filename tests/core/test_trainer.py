@@ -14,11 +14,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from tujie_core import (
     Callback,
     ClassificationTask,
+    ConfigError,
     EarlyStopping,
     Plugin,
     RegressionTask,
     Trainer,
     TrainingError,
+    WeightEMA,
     create_model,
 )
 
@@ -205,3 +207,44 @@ def test_binary_and_regression_tasks_train(blobs) -> None:
     )
     quiet(max_epochs=30).fit(task, DataLoader(reg, batch_size=32, shuffle=True))
     assert quiet().validate(task, DataLoader(reg, batch_size=64))["val/r2"] > 0.98
+
+
+def test_weight_ema_averages_floats_follows_integer_buffers_and_swaps_back() -> None:
+    module = nn.BatchNorm1d(2)  # float weight/bias/running stats, integer num_batches_tracked
+    ema = WeightEMA(module, decay=0.75, warmup=False)
+    with torch.no_grad():
+        module.weight.fill_(5.0)
+        module.num_batches_tracked.fill_(7)
+    ema.update(module)
+    assert torch.allclose(ema.weights["weight"], torch.full((2,), 0.75 * 1.0 + 0.25 * 5.0))
+    assert int(ema.weights["num_batches_tracked"]) == 7
+    with ema.applied(module):
+        assert torch.allclose(module.weight, torch.full((2,), 2.0))
+    assert torch.equal(module.weight.detach(), torch.full((2,), 5.0))
+    warm = WeightEMA(module, decay=0.999)
+    assert warm.current_decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0): the first weights fade quickly
+    warm.updates = 100_000
+    assert warm.current_decay() == 0.999
+
+
+def test_ema_is_what_validation_checkpoints_and_fit_return(blob_loaders, tmp_path: Path) -> None:
+    train, val = blob_loaders
+    task = ClassificationTask(
+        create_model("linear", input_shape=(4,), num_outputs=3), num_classes=3, optimizer={"name": "adamw", "lr": 0.1}
+    )
+    trainer = quiet(max_epochs=3, ema_decay=0.9, run_dir=tmp_path)
+    last = trainer.fit(task, train, val)
+    averaged = trainer.ema.weights
+    for key, value in task.model.state_dict().items():
+        assert torch.equal(value, averaged[key]), f"{key}: fit must return the averaged weights"
+    assert trainer.validate(task, val)["val/loss"] == pytest.approx(last["val/loss"], abs=1e-6)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["averaged_model"]["updates"] == trainer.state.step == 18
+    assert any(not torch.equal(saved["model"][k], averaged[k]) for k in averaged), "the live weights are kept too"
+    fresh = ClassificationTask(create_model("linear", input_shape=(4,), num_outputs=3), num_classes=3)
+    trainer.load_weights(fresh, tmp_path / "checkpoints" / "last.ckpt")
+    for key, value in fresh.model.state_dict().items():
+        assert torch.equal(value, averaged[key])
+    assert any("EMA with decay 0.9 over 18" in section for section in trainer.report_sections())
+    with pytest.raises(ConfigError, match="ema_decay"):
+        quiet(ema_decay=1.0)

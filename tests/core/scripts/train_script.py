@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.2)
     parser.add_argument("--optimizer", default="adamw")
     parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--ema-decay", type=float)
     parser.add_argument("--kill-at-step", type=int)
     parser.add_argument("--resume")
     args = parser.parse_args()
@@ -54,6 +55,7 @@ def main() -> None:
         devices=args.devices,
         max_epochs=args.epochs,
         checkpoint_every_n_steps=args.checkpoint_every,
+        ema_decay=args.ema_decay,
         progress="none",
         deterministic=True,
         callbacks=callbacks,

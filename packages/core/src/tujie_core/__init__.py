@@ -7,6 +7,7 @@
 
 __version__ = "0.1.0"
 
+from tujie_core.averaging import WeightEMA
 from tujie_core.callbacks import (
     CALLBACKS,
     PLUGINS,
@@ -60,6 +61,7 @@ __all__ = [
     "TrainerConfig",
     "TrainingError",
     "TujieError",
+    "WeightEMA",
     "create_model",
     "load_config",
     "load_pretrained",

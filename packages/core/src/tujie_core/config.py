@@ -87,6 +87,9 @@ class TrainerConfig(Strict):
     accumulate_grad_batches: int = Field(1, ge=1)
     gradient_clip_val: float | None = Field(None, gt=0)
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="keep an EMA of the weights (e.g. 0.999); validation and best.ckpt use it"
+    )
     monitor: str = "val/loss"
     mode: Literal["min", "max"] = "min"
     early_stopping_patience: int | None = Field(None, ge=1)

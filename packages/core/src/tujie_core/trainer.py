@@ -13,7 +13,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler
 from torchmetrics import MeanMetric, MetricCollection
 
+from tujie_core.averaging import WeightEMA
 from tujie_core.callbacks import (
     Callback,
     EarlyStopping,
@@ -107,6 +108,7 @@ class Trainer:
         self.should_stop = False
         self.model: Any = None
         self.optimizer: Any = None
+        self.ema: WeightEMA | None = None
         self._active: list[Callback] = []
         shown = tuple(dict.fromkeys(("train/loss", "val/loss", cfg.monitor)))
         self.progress = ProgressReporter(cfg.progress, self.fabric.is_global_zero, cfg.log_every_n_steps, shown)
@@ -143,6 +145,7 @@ class Trainer:
         for plugin in self.plugins:
             model, optimizer, train_loader = plugin.wrap(self, model, optimizer, train_loader)
         self.model, self.optimizer = fabric.setup(model, optimizer)
+        self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay is not None else None
         extra = [LRScheduling(schedule)] if schedule is not None else []
         everything = [*self._default_callbacks(), *self.callbacks, *self.plugins, *extra]
         self._active = sorted(everything, key=lambda c: c.order)
@@ -155,6 +158,8 @@ class Trainer:
             while self.state.epoch < cfg.max_epochs and self.state.step < total_steps and not self.should_stop:
                 self._train_epoch(task, train_loader, val_loader, train_metrics, total_steps, pending_rng)
                 pending_rng = None
+            if self.ema is not None:  # the model leaves fit with the weights that validation measured
+                self.model.load_state_dict(self.ema.weights)
             self._call("on_fit_end")
         finally:
             task.model = raw_model
@@ -184,11 +189,20 @@ class Trainer:
 
     def report_sections(self) -> list[str]:
         """Markdown that callbacks and plugins of the last ``fit`` contribute to the run's report."""
-        return [section for cb in self._active if (section := cb.report_section(self))]
+        sections = [section for cb in self._active if (section := cb.report_section(self))]
+        if self.ema is not None:
+            sections.append(
+                f"Weight averaging: EMA with decay {self.ema.decay} over {self.ema.updates} optimizer steps; "
+                "validation, checkpoints' `averaged_model` and the final weights use the average."
+            )
+        return sections
 
     def load_weights(self, task: Task, path: str | Path) -> None:
-        """Load the model weights of a checkpoint into ``task.model`` (plugin wrappers' prefixes removed)."""
-        weights = torch.load(Path(path), map_location="cpu", weights_only=True)["model"]
+        """Load the weights that validation measured into ``task.model``: the EMA when the run kept one, else the
+        model (plugin wrappers' prefixes removed)."""
+        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+        averaged = checkpoint.get("averaged_model")
+        weights = averaged["weights"] if averaged is not None else checkpoint["model"]
         consume_prefix_in_state_dict_if_present(weights, "_module.")
         task.model.load_state_dict(weights)
 
@@ -203,6 +217,8 @@ class Trainer:
             "rng": self._gather_rng(),
             "config": self.config.model_dump(mode="json"),
         }
+        if self.ema is not None:
+            state["averaged_model"] = self.ema.state_dict()
         self.fabric.save(Path(path), state)
 
     # ---- loop -------------------------------------------------------------------------------------------------
@@ -237,7 +253,8 @@ class Trainer:
             metrics |= {k: float(v) for k, v in train_metrics.compute().items()}
             train_metrics.reset()
         if val_loader is not None:
-            metrics |= self._evaluate(task, val_loader, "val", curves=False).metrics
+            with self.ema.applied(self.model) if self.ema is not None else nullcontext():
+                metrics |= self._evaluate(task, val_loader, "val", curves=False).metrics
         state.epoch += 1
         state.batches_in_epoch, state.loss_sum, state.loss_count = 0, 0.0, 0
         self._loss_sum = torch.zeros((), device=self.fabric.device)
@@ -274,6 +291,8 @@ class Trainer:
         self._call("on_before_optimizer_step", self.optimizer, loss)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
         state.step += 1
         state.batches_in_epoch += len(window)
         log_now = state.step % self.config.log_every_n_steps == 0
@@ -386,6 +405,12 @@ class Trainer:
 
     def _restore(self, path: str | Path) -> dict[str, Any]:
         remainder = self.fabric.load(Path(path), {"model": self.model, "optimizer": self.optimizer}, weights_only=True)
+        if self.ema is not None:
+            averaged = remainder.get("averaged_model")
+            if averaged is None:  # resuming a run without an average: start it from the checkpoint's weights
+                self.ema = WeightEMA(self.model, self.ema.decay, self.ema.warmup)
+            else:
+                self.ema.load_state_dict(averaged)
         trainer_state = dict(remainder["trainer"])
         self.should_stop = trainer_state.pop("should_stop")
         self.state = TrainState(**trainer_state)
