@@ -12,11 +12,12 @@ BERT-small 89.7 and BERT-tiny 83.2 (Turc et al. 2019).
 
 ``--precision bf16-mixed`` trains under bfloat16 autocast (1.7× faster on CPUs with AVX-512 BF16); ``--rdrop A``
 adds R-Drop; ``--ema-decay D`` evaluates and keeps an exponential moving average of the weights;
-``--encoder E`` starts from another encoder (short name or folder).
+``--no-group-by-length`` trains on random batches instead of length-grouped ones; ``--encoder E`` starts from another
+encoder (short name or folder).
 
     python benchmarks/nlp_sst2.py [--quick] [--json PATH] [--epochs N] [--lr LR] [--pooling P]
-        [--layer-lr-decay D] [--precision P] [--rdrop A] [--label-smoothing E] [--ema-decay D] [--seed S] [--encoder E]
-        [--tapt-epochs N] [--save-model DIR]
+        [--layer-lr-decay D] [--precision P] [--rdrop A] [--label-smoothing E] [--ema-decay D]
+        [--no-group-by-length] [--seed S] [--encoder E] [--tapt-epochs N] [--save-model DIR]
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="32-true", help="Fabric precision, e.g. bf16-mixed")
     parser.add_argument("--rdrop", type=float, default=0.0, help="R-Drop weight (0: off)")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--no-group-by-length", action="store_true", help="random training batches (more padding)")
     parser.add_argument("--ema-decay", type=float, help="validate and keep an EMA of the weights (e.g. 0.999)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tapt-epochs", type=int, default=0, help="masked-LM epochs on the training sentences first")
@@ -116,6 +118,7 @@ def main() -> None:
                     "text_column": "sentence",
                     "max_length": 66,
                     "batch_size": 32,
+                    "group_by_length": not args.no_group_by_length,
                 },
                 "optimizer": {"name": "adamw", "lr": args.lr, "weight_decay": 0.01},
                 "warmup_ratio": 0.06,

@@ -46,6 +46,15 @@ def test_fine_tuning_learns_and_a_saved_folder_predicts_identically(tiny_bert: P
     assert AutoConfig.from_pretrained(folder).id2label == {0: "neg", 1: "pos"}
 
 
+def test_random_batches_and_weight_averaging_also_train(tiny_bert: Path, sentiment_csv: Path) -> None:
+    table = read_texts(sentiment_csv)
+    clf = TextClassifier.from_encoder(tiny_bert, ["neg", "pos"], max_length=32)
+    assert clf.loader(clf.dataset(table), 8, shuffle=True, group_by_length=False).batch_sampler.window == 1
+    trainer = clf.fit(table, table, max_epochs=8, batch_size=8, group_by_length=False, ema_decay=0.5, **FAST)
+    assert trainer.ema is not None and trainer.ema.updates == trainer.state.step == 40
+    assert clf.evaluate(table).metrics["test/accuracy"] >= 0.95
+
+
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_predict_proba_keeps_input_order_and_ignores_padding(tiny_bert: Path, pooling: str) -> None:
     clf = TextClassifier.from_encoder(tiny_bert, ["a", "b"], pooling=pooling)

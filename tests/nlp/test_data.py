@@ -134,6 +134,13 @@ def test_length_grouped_batches_cover_every_index_once_and_depend_on_the_epoch()
     assert waste < 0.3 * random_waste
 
 
+def test_a_window_of_one_batch_gives_plain_random_batches() -> None:
+    lengths = [int(x) for x in torch.randint(3, 60, (500,), generator=torch.Generator().manual_seed(0))]
+    batches = list(LengthGroupedBatchSampler(lengths, 16, seed=3, window=1))
+    perm = torch.randperm(500, generator=torch.Generator().manual_seed(3)).tolist()
+    assert {frozenset(b) for b in batches} == {frozenset(perm[i : i + 16]) for i in range(0, 500, 16)}
+
+
 def test_pad_collator_pads_each_batch_to_its_longest_row() -> None:
     ids, target = PadCollator(0)([([101, 5, 102], torch.tensor(1)), ([101, 102], torch.tensor(0))])
     assert ids.tolist() == [[101, 5, 102], [101, 102, 0]]

@@ -144,9 +144,19 @@ class TextClassifier:
             targets = self.labels.encode(table.labels, where=f"{table.path}: ")
         return TokenizedTexts(self.tokenize(table.texts, table.pairs), targets)
 
-    def loader(self, data: TokenizedTexts, batch_size: int = 32, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
-        """Dynamic-padded, length-grouped batches (shuffled windows for training, length order otherwise)."""
-        sampler = LengthGroupedBatchSampler(data.lengths, batch_size, shuffle=shuffle, seed=seed)
+    def loader(
+        self,
+        data: TokenizedTexts,
+        batch_size: int = 32,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        group_by_length: bool = True,
+    ) -> DataLoader:
+        """Dynamic-padded batches: with ``shuffle``, length-grouped windows (``group_by_length``) or plain random
+        batches; without it, length order."""
+        window = 50 if group_by_length else 1  # a window of one batch: a random batch, sorted inside
+        sampler = LengthGroupedBatchSampler(data.lengths, batch_size, shuffle=shuffle, seed=seed, window=window)
         # its own generator: creating an iterator must not draw from torch's global RNG (exact resume)
         return DataLoader(
             data,
@@ -173,6 +183,7 @@ class TextClassifier:
         layer_lr_decay: float = 1.0,
         rdrop: float = 0.0,
         class_weights: list[float] | None = None,
+        group_by_length: bool = True,
         **trainer_options: Any,
     ) -> Trainer:
         """Fine-tune with the core Trainer (AdamW, linear warm-up and decay); returns the trainer (history, state).
@@ -181,7 +192,9 @@ class TextClassifier:
         """
         trainer_options.setdefault("progress", "none")
         trainer = Trainer(**trainer_options)
-        train_loader = self.loader(self.dataset(train), batch_size, shuffle=True, seed=trainer.config.seed)
+        train_loader = self.loader(
+            self.dataset(train), batch_size, shuffle=True, seed=trainer.config.seed, group_by_length=group_by_length
+        )
         val_loader = self.loader(self.dataset(val), batch_size * 2) if val is not None else None
         steps = trainer.config.max_epochs * len(train_loader)
         task = self.task(

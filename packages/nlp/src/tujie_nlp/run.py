@@ -53,6 +53,7 @@ class TextDataConfig(Strict):
     max_length: int = Field(128, ge=8)
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(128, ge=1)
+    group_by_length: bool = Field(True, description="training batches of similar length (less padding); False: random")
     seed: int = 0
 
 
@@ -225,6 +226,7 @@ def train_text(config: TextRunConfig, resume: str | Path | None = None) -> TextR
             data.batch_size if split == "train" else data.eval_batch_size,
             shuffle=split == "train",
             seed=config.trainer.seed,
+            group_by_length=data.group_by_length,
         )
         for split, table in tables.items()
         if table is not None and len(table)
