@@ -56,7 +56,7 @@ class WeightEMA:
             module.load_state_dict(live)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "warmup": self.warmup, "updates": self.updates, "weights": self.weights}
+        return {"updates": self.updates, "weights": self.weights}  # decay and warmup come from the config
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.updates = int(state["updates"])
