@@ -61,3 +61,13 @@ def test_two_processes_of_16_equal_one_process_of_32(tmp_path: Path) -> None:
     assert one.keys() == two.keys()
     for key in one:
         torch.testing.assert_close(two[key], one[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.multiprocess
+def test_non_finite_loss_on_one_process_stops_every_process(tmp_path: Path) -> None:
+    out = tmp_path / "never.safetensors"
+    proc = run_script("--out", str(out), "--devices", "2", "--batch-size", "16", "--nan-on-rank", "1", timeout=180)
+    assert proc.returncode != 0
+    assert "step 3" in proc.stderr and "non-finite on another process" in proc.stderr  # rank 0 says why it stopped
+    assert "loss is nan" in proc.stderr  # rank 1 names the value
+    assert not out.exists()

@@ -28,6 +28,21 @@ class KillAt(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class NonFiniteOnRank(ClassificationTask):
+    """The loss turns NaN on one process only, at one optimizer step."""
+
+    def __init__(self, *args, rank: int, step: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rank, self.at_step, self.calls = rank, step, 0
+
+    def loss(self, outputs, target):
+        self.calls += 1
+        loss = super().loss(outputs, target)
+        if int(os.environ.get("LOCAL_RANK", "0")) == self.rank and self.calls == self.at_step:
+            return loss * float("nan")
+        return loss
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -42,13 +57,18 @@ def main() -> None:
     parser.add_argument("--ema-decay", type=float)
     parser.add_argument("--kill-at-step", type=int)
     parser.add_argument("--resume")
+    parser.add_argument("--nan-on-rank", type=int, help="make the loss NaN on this process at step 3")
     args = parser.parse_args()
 
     seed_everything(0, verbose=False)
     splits = digits(val_fraction=0.1, test_fraction=0.0)
     train = splits.train if not args.samples else Subset(splits.train, range(args.samples))
     model = create_model("mlp", input_shape=(64,), num_outputs=10, hidden=[32], dropout=args.dropout)
-    task = ClassificationTask(model, num_classes=10, optimizer={"name": args.optimizer, "lr": 0.05})
+    options = {"num_classes": 10, "optimizer": {"name": args.optimizer, "lr": 0.05}}
+    if args.nan_on_rank is not None:
+        task = NonFiniteOnRank(model, rank=args.nan_on_rank, step=3, **options)
+    else:
+        task = ClassificationTask(model, **options)
     callbacks = [KillAt(args.kill_at_step)] if args.kill_at_step else []
     trainer = Trainer(
         accelerator="cpu",

@@ -4,11 +4,16 @@ Hooks run in this order in an epoch: ``on_train_epoch_start`` → per optimizer 
 (``on_before_optimizer_step``, ``on_train_step_end``) → ``on_train_epoch_end`` with the epoch's metrics
 (validation included). ``state_dict``/``load_state_dict`` go into every checkpoint; ``report_section`` adds
 markdown to the run's report.
+
+Generic callbacks (early stopping, checkpointing, pruning) are typed on :class:`~tujie_core.loop.Loop`, so a kind of
+run with a loop of its own can call their epoch hooks too; the rest need the supervised
+:class:`~tujie_core.trainer.Trainer`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,9 +21,9 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from torch.utils.data import DataLoader
 
 from tujie_core.errors import TrainingError
+from tujie_core.loop import Loop
 from tujie_core.optim import Schedule
 from tujie_core.registry import Registry
 
@@ -38,33 +43,42 @@ class Callback:
     def state_key(self) -> str:
         return type(self).__name__
 
-    def on_fit_start(self, trainer: Trainer) -> None: ...
-    def on_train_epoch_start(self, trainer: Trainer) -> None: ...
+    def on_fit_start(self, trainer: Loop) -> None: ...
+    def on_train_epoch_start(self, trainer: Loop) -> None: ...
     def on_before_optimizer_step(self, trainer: Trainer, optimizer: Optimizer, loss: Tensor) -> None: ...
-    def on_train_step_end(self, trainer: Trainer, loss: Tensor) -> None: ...
-    def on_train_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
-    def on_fit_end(self, trainer: Trainer) -> None: ...
+    def on_train_step_end(self, trainer: Loop, loss: Tensor) -> None: ...
+    def on_train_epoch_end(self, trainer: Loop, metrics: dict[str, float]) -> None: ...
+    def on_fit_end(self, trainer: Loop) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
-    def report_section(self, trainer: Trainer) -> str | None:
+    def report_section(self, trainer: Loop) -> str | None:
         return None
 
 
 class Plugin(Callback):
-    """A callback that may also wrap the model, optimizer and training loader before training starts.
+    """A callback that may also replace the model, optimizer and training loader, and take over backward.
 
-    The privacy package uses this for DP-SGD; any package can register one in the ``tujie.plugins`` entry-point
-    group and name it under ``plugins:`` in a run config.
+    In ``fit``: ``wrap`` (before Fabric's setup, on the raw objects) → Fabric's setup → ``setup`` (after it:
+    ``trainer.model``, ``trainer.optimizer`` and ``trainer.train_loader`` may be replaced) → per micro-batch
+    ``backward(trainer, loss, backward=...)``, which must call ``backward`` (or replace it) → the callback hooks.
+    Raise :class:`~tujie_core.ConfigError` from ``wrap`` or ``setup`` to refuse a run the plugin cannot handle
+    (for example several processes). The privacy package builds DP-SGD on this; any package can register a plugin
+    in the ``tujie.plugins`` entry-point group and name it under ``plugins:`` in a run config.
     """
 
     def wrap(
-        self, trainer: Trainer, model: nn.Module, optimizer: Optimizer, train_loader: DataLoader
-    ) -> tuple[nn.Module, Optimizer, DataLoader]:
+        self, trainer: Trainer, model: nn.Module, optimizer: Optimizer, train_loader: Iterable[Any]
+    ) -> tuple[nn.Module, Optimizer, Iterable[Any]]:
         return model, optimizer, train_loader
+
+    def setup(self, trainer: Trainer) -> None: ...
+
+    def backward(self, trainer: Trainer, loss: Tensor, *, backward: Callable[[Tensor], Any]) -> None:
+        backward(loss)
 
 
 def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
@@ -95,7 +109,7 @@ class EarlyStopping(Callback):
         self.wait = 0
         self.stopped_epoch: int | None = None
 
-    def on_train_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_train_epoch_end(self, trainer: Loop, metrics: dict[str, float]) -> None:
         value = _monitored(metrics, self.monitor, "early stopping")
         if value is None:
             return
@@ -113,7 +127,7 @@ class EarlyStopping(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.wait, self.stopped_epoch = state["best"], state["wait"], state["stopped_epoch"]
 
-    def report_section(self, trainer: Trainer) -> str | None:
+    def report_section(self, trainer: Loop) -> str | None:
         if self.stopped_epoch is None:
             return None
         return (
@@ -148,11 +162,11 @@ class ModelCheckpoint(Callback):
     def best_path(self) -> Path:
         return self.dirpath / "best.ckpt"
 
-    def on_train_step_end(self, trainer: Trainer, loss: Tensor) -> None:
+    def on_train_step_end(self, trainer: Loop, loss: Tensor) -> None:
         if self.every_n_steps and trainer.state.step % self.every_n_steps == 0:
             trainer.save_checkpoint(self.last_path)
 
-    def on_train_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_train_epoch_end(self, trainer: Loop, metrics: dict[str, float]) -> None:
         value = _monitored(metrics, self.monitor, "checkpoint")
         if value is not None and _improved(value, self.best, self.mode, 0.0):
             self.best, self.best_epoch = value, trainer.state.epoch
@@ -165,7 +179,7 @@ class ModelCheckpoint(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch = state["best"], state["best_epoch"]
 
-    def report_section(self, trainer: Trainer) -> str | None:
+    def report_section(self, trainer: Loop) -> str | None:
         if self.best is None:
             return None
         return (
@@ -187,11 +201,15 @@ class GradientClipping(Callback):
 
 @CALLBACKS.register("nan_guard")
 class NonFiniteLossGuard(Callback):
-    """Stop with a clear message, before the optimizer step, when the loss is NaN or infinite."""
+    """Stop with a clear message, before the optimizer step, when the loss is NaN or infinite on any process
+    (every process stops together, none is left waiting in the next collective)."""
 
     def on_before_optimizer_step(self, trainer: Trainer, optimizer: Optimizer, loss: Tensor) -> None:
-        if not torch.isfinite(loss):
-            value = loss.item()
+        bad = (~torch.isfinite(loss.detach())).float()
+        if trainer.world_size > 1:
+            bad = trainer.fabric.all_reduce(bad, reduce_op="sum")
+        if bad.item():
+            value = loss.item() if not torch.isfinite(loss) else "non-finite on another process"
             raise TrainingError(
                 f"loss is {value} at epoch {trainer.state.epoch}, step {trainer.state.step + 1}: training stopped "
                 "before the weights were updated. Lower the learning rate, enable gradient clipping "
@@ -206,7 +224,7 @@ class LRScheduling(Callback):
         self.schedule = schedule
 
     def on_train_step_end(self, trainer: Trainer, loss: Tensor) -> None:
-        if self.schedule.interval == "step":
+        if self.schedule.interval == "step" and not trainer.step_skipped:
             self.schedule.scheduler.step()
 
     def on_train_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:

@@ -7,6 +7,7 @@ A task owns the model; the :class:`~tujie_core.trainer.Trainer` owns the loop. S
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -17,6 +18,7 @@ from torch.optim import Optimizer
 from torchmetrics import Metric, MetricCollection
 
 from tujie_core.config import ComponentSpec
+from tujie_core.errors import DataError
 from tujie_core.metrics import DEFAULT_THRESHOLDS, classification_metrics, curve_metrics, regression_metrics
 from tujie_core.optim import OPTIMIZERS, SCHEDULERS, Schedule
 from tujie_core.registry import Registry
@@ -28,12 +30,28 @@ SpecLike = ComponentSpec | dict[str, Any] | None
 
 @dataclass
 class StepOutput:
-    """What one batch produced: a differentiable mean loss and detached predictions for metrics."""
+    """What one batch produced: a differentiable mean loss, detached predictions for metrics, and the number of
+    items (samples, tokens, voxels, boxes) the loss is averaged over."""
 
     loss: Tensor
     preds: Tensor
-    target: Tensor
-    batch_size: int
+    target: Any
+    num_items: int
+
+
+def batch_length(obj: Any) -> int:
+    """Samples in a batch part: a tensor's first dimension, a PyG batch's ``num_graphs``, a sequence's length, or
+    the length of a mapping's first value."""
+    if isinstance(obj, Tensor):
+        return int(obj.shape[0]) if obj.ndim else 1
+    graphs = getattr(obj, "num_graphs", None)
+    if isinstance(graphs, int):
+        return graphs
+    if isinstance(obj, Mapping) and obj:
+        return batch_length(next(iter(obj.values())))
+    if isinstance(obj, Sequence) and not isinstance(obj, str):
+        return len(obj)
+    raise DataError(f"cannot count the samples in a batch part of type {type(obj).__name__}; override Task.num_items")
 
 
 def _spec(spec: SpecLike, default: dict[str, Any] | None) -> ComponentSpec | None:
@@ -43,24 +61,59 @@ def _spec(spec: SpecLike, default: dict[str, Any] | None) -> ComponentSpec | Non
 
 
 class Task:
-    """Base task: supervised ``(inputs, target)`` batches, optimizer and schedule from registry specs."""
+    """Base task: how a batch becomes inputs, target, loss and predictions; optimizer and schedule from registry
+    specs.
+
+    Batches may be ``(inputs, target)`` tuples, ``(inputs,)`` or bare tensors (unlabelled), mappings (MONAI or
+    Hugging Face style; ``input_key``/``target_key`` name the entries, ``input_key=None`` passes every entry but the
+    target to the model as keyword arguments) or any other object, such as a PyG ``Batch``, which goes to the model
+    whole, its ``target_key`` attribute (or ``y``) being the target.
+    """
 
     kind: str = "custom"
 
-    def __init__(self, model: nn.Module, optimizer: SpecLike = None, scheduler: SpecLike = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: SpecLike = None,
+        scheduler: SpecLike = None,
+        *,
+        input_key: str | None = "inputs",
+        target_key: str = "target",
+    ) -> None:
         self.model = model
         self.optimizer_spec = _spec(optimizer, {"name": "adamw", "lr": 1e-3})
         self.scheduler_spec = _spec(scheduler, None)
+        self.input_key = input_key
+        self.target_key = target_key
 
     # ---- batch → outputs -------------------------------------------------------------------------------------
-    def unpack(self, batch: Any) -> tuple[Any, Tensor]:
-        """Split a batch into model inputs and target: ``(x, y)`` tuples or ``{"inputs", "target"}`` dicts."""
-        if isinstance(batch, dict):
-            return batch["inputs"], batch["target"]
-        inputs, target = batch[0], batch[1]
-        return inputs, target
+    def unpack(self, batch: Any) -> tuple[Any, Any]:
+        """Split a batch into model inputs and target (``None`` for an unlabelled batch)."""
+        if isinstance(batch, Mapping):
+            if self.input_key is None:
+                return {k: v for k, v in batch.items() if k != self.target_key}, batch.get(self.target_key)
+            if self.input_key not in batch:
+                raise DataError(
+                    f"batch has no '{self.input_key}' entry (keys: {', '.join(map(str, batch))}); "
+                    "set the task's input_key and target_key"
+                )
+            return batch[self.input_key], batch.get(self.target_key)
+        if isinstance(batch, Tensor):
+            return batch, None
+        if isinstance(batch, tuple | list):
+            return batch[0], batch[1] if len(batch) > 1 else None
+        return batch, getattr(batch, self.target_key, getattr(batch, "y", None))
+
+    def num_items(self, batch: Any) -> int:
+        """How many items the batch's mean loss averages over: samples by default. Override for losses averaged
+        over tokens, voxels or boxes, so gradient accumulation and multi-process averaging weight them exactly."""
+        inputs, target = self.unpack(batch)
+        return batch_length(target if target is not None else inputs)
 
     def forward(self, inputs: Any) -> Tensor:
+        if isinstance(inputs, Mapping) and self.input_key is None:
+            return self.model(**inputs)
         return self.model(inputs)
 
     def loss(self, outputs: Tensor, target: Tensor) -> Tensor:
@@ -73,14 +126,16 @@ class Task:
     def step(self, batch: Any, with_predictions: bool = True) -> StepOutput:
         """Loss of one batch; ``with_predictions=False`` skips the predictions when no metric needs them."""
         inputs, target = self.unpack(batch)
+        if target is None:
+            raise DataError("a training or evaluation batch has no target; unlabelled batches can only be predicted")
         outputs = self.forward(inputs)
         loss = self.loss(outputs, target)
         preds = self.predictions(outputs.detach()) if with_predictions else outputs.detach()
-        return StepOutput(loss, preds, target, int(target.shape[0]))
+        return StepOutput(loss, preds, target, self.num_items(batch))
 
     def predict_step(self, batch: Any) -> Tensor:
-        inputs = self.unpack(batch)[0] if isinstance(batch, dict | tuple | list) else batch
-        return self.predictions(self.forward(inputs))
+        """Predictions for a batch, labelled or not."""
+        return self.predictions(self.forward(self.unpack(batch)[0]))
 
     # ---- metrics ----------------------------------------------------------------------------------------------
     def metrics(self, stage: str = "eval") -> MetricCollection:
@@ -130,8 +185,10 @@ class ClassificationTask(Task):
         decision_threshold: float = 0.5,
         optimizer: SpecLike = None,
         scheduler: SpecLike = None,
+        input_key: str | None = "inputs",
+        target_key: str = "target",
     ) -> None:
-        super().__init__(model, optimizer, scheduler)
+        super().__init__(model, optimizer, scheduler, input_key=input_key, target_key=target_key)
         if mode == "binary" and num_classes not in (1, 2):
             raise ValueError(f"binary classification has 2 classes, got num_classes={num_classes}")
         if not 0 < decision_threshold < 1:
@@ -146,7 +203,8 @@ class ClassificationTask(Task):
     def loss(self, outputs: Tensor, target: Tensor) -> Tensor:
         weights = None if self.class_weights is None else self.class_weights.to(outputs.device)
         if self.kind == "multiclass":
-            return F.cross_entropy(outputs, target.long(), weight=weights, label_smoothing=self.label_smoothing)
+            target = target.float() if _is_soft(target, outputs) else target.long()  # soft: mixup/cutmix
+            return F.cross_entropy(outputs, target, weight=weights, label_smoothing=self.label_smoothing)
         if self.kind == "binary":
             pos_weight = None if weights is None else weights[1] / weights[0]
             return F.binary_cross_entropy_with_logits(
@@ -163,7 +221,8 @@ class ClassificationTask(Task):
     def step(self, batch: Any, with_predictions: bool = True) -> StepOutput:
         out = super().step(batch, with_predictions)
         if with_predictions:
-            out.target = out.target.long()
+            soft = self.kind == "multiclass" and _is_soft(out.target, out.preds)
+            out.target = out.target.argmax(-1) if soft else out.target.long()  # metrics see the dominant class
         return out
 
     # binned ranking metrics and calibration cost a bincount over thresholds × classes per batch: evaluation only
@@ -179,6 +238,11 @@ class ClassificationTask(Task):
         return curve_metrics(self.kind, self.num_classes, self.thresholds, self.decision_threshold)
 
 
+def _is_soft(target: Tensor, outputs: Tensor) -> bool:
+    """A class-probability target (one row per sample, as mixup and cutmix make) rather than class indices."""
+    return target.is_floating_point() and target.ndim == outputs.ndim and target.shape == outputs.shape
+
+
 @TASKS.register("regression")
 class RegressionTask(Task):
     """Regression of one or more real targets with MSE, MAE or Huber loss."""
@@ -192,8 +256,10 @@ class RegressionTask(Task):
         loss: Literal["mse", "mae", "huber"] = "mse",
         optimizer: SpecLike = None,
         scheduler: SpecLike = None,
+        input_key: str | None = "inputs",
+        target_key: str = "target",
     ) -> None:
-        super().__init__(model, optimizer, scheduler)
+        super().__init__(model, optimizer, scheduler, input_key=input_key, target_key=target_key)
         self.loss_fn = self.LOSSES[loss]
 
     def loss(self, outputs: Tensor, target: Tensor) -> Tensor:

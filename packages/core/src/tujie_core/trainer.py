@@ -14,16 +14,19 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric import Fabric
+from lightning.fabric.plugins import Precision
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from pydantic import ValidationError
 from torch import Tensor
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
-from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, Sampler, SequentialSampler
 from torchmetrics import MeanMetric, MetricCollection
 
 from tujie_core.averaging import WeightEMA
@@ -39,22 +42,11 @@ from tujie_core.callbacks import (
 from tujie_core.checkpoint import AtomicCheckpointIO, rng_state, set_rng_state
 from tujie_core.config import TrainerConfig
 from tujie_core.errors import ConfigError
+from tujie_core.loop import TrainState
 from tujie_core.metrics import counting_mode
 from tujie_core.progress import ProgressReporter
 from tujie_core.registry import format_validation_error
 from tujie_core.tasks import Task
-
-
-@dataclass
-class TrainState:
-    """Where training is: completed epochs, optimizer steps, micro-batches consumed in the current epoch."""
-
-    epoch: int = 0
-    step: int = 0
-    batches_in_epoch: int = 0
-    loss_sum: float = 0.0
-    loss_count: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -80,8 +72,11 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         plugins: Sequence[Plugin] = (),
         run_dir: str | Path | None = None,
+        fabric_plugins: Sequence[Any] = (),
         **overrides: Any,
     ) -> None:
+        """``plugins`` are tujie plugins (DP-SGD, ...); ``fabric_plugins`` go to Fabric itself (a precision plugin
+        such as ``MixedPrecision("16-mixed", "cpu", scaler)``, cluster environments)."""
         base = (config or TrainerConfig()).model_dump()
         try:
             self.config = cfg = TrainerConfig.model_validate({**base, **overrides})
@@ -95,8 +90,8 @@ class Trainer:
             devices=cfg.devices,
             strategy=cfg.strategy,
             num_nodes=cfg.num_nodes,
-            precision=cfg.precision,
-            plugins=[AtomicCheckpointIO()],
+            precision=None if any(isinstance(p, Precision) for p in fabric_plugins) else cfg.precision,
+            plugins=[AtomicCheckpointIO(), *fabric_plugins],
         )
         self.fabric.launch()
         if self.fabric.world_size > 1:
@@ -109,6 +104,8 @@ class Trainer:
         self.model: Any = None
         self.optimizer: Any = None
         self.ema: WeightEMA | None = None
+        self.train_loader: Iterable[Any] | None = None
+        self.step_skipped = False  # the last optimizer step was skipped by the gradient scaler
         self._active: list[Callback] = []
         shown = tuple(dict.fromkeys(("train/loss", "val/loss", cfg.monitor)))
         self.progress = ProgressReporter(cfg.progress, self.fabric.is_global_zero, cfg.log_every_n_steps, shown)
@@ -126,18 +123,24 @@ class Trainer:
     def fit(
         self,
         task: Task,
-        train_loader: DataLoader,
-        val_loader: DataLoader | None = None,
+        train_loader: Iterable[Any],
+        val_loader: Iterable[Any] | None = None,
         ckpt_path: str | Path | None = None,
     ) -> dict[str, float]:
         """Train until ``max_epochs``/``max_steps`` or a callback stops; resume from ``ckpt_path`` if given.
 
-        Returns the last epoch's metrics.
+        Every call is a new training run on the model's current weights: a fresh optimizer, schedule, step count
+        and history (so "train the head, then unfreeze and ``fit`` again" works). ``ckpt_path`` continues a run
+        that was interrupted. Returns the last epoch's metrics.
         """
         cfg, fabric = self.config, self.fabric
-        train_loader = self._epoch_ordered(train_loader, shuffle=isinstance(train_loader.sampler, RandomSampler))
-        val_loader = self._epoch_ordered(val_loader, shuffle=False) if val_loader is not None else None
-        steps_per_epoch = math.ceil(len(train_loader) / cfg.accumulate_grad_batches)
+        self.state, self.should_stop = TrainState(), False
+        train_loader = self._epoch_ordered(train_loader)
+        val_loader = self._epoch_ordered(val_loader) if val_loader is not None else None
+        batches = _length(train_loader)
+        if batches is None and cfg.max_steps is None:
+            raise ConfigError("trainer.max_steps: required when the training data has no length (an iterable dataset)")
+        steps_per_epoch = math.ceil(batches / cfg.accumulate_grad_batches) if batches is not None else math.inf
         total_steps = min(cfg.max_steps or math.inf, cfg.max_epochs * steps_per_epoch)
         raw_model = task.model
         optimizer, schedule = task.configure_optimizers(int(total_steps))
@@ -145,7 +148,13 @@ class Trainer:
         for plugin in self.plugins:
             model, optimizer, train_loader = plugin.wrap(self, model, optimizer, train_loader)
         self.model, self.optimizer = fabric.setup(model, optimizer)
+        self.train_loader = train_loader
+        for plugin in self.plugins:
+            plugin.setup(self)
         self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay is not None else None
+        self._backward = fabric.backward
+        for plugin in reversed(self.plugins):  # the first plugin's backward runs outermost
+            self._backward = partial(plugin.backward, self, backward=self._backward)
         extra = [LRScheduling(schedule)] if schedule is not None else []
         everything = [*self._default_callbacks(), *self.callbacks, *self.plugins, *extra]
         self._active = sorted(everything, key=lambda c: c.order)
@@ -156,7 +165,7 @@ class Trainer:
         try:
             self._call("on_fit_start")
             while self.state.epoch < cfg.max_epochs and self.state.step < total_steps and not self.should_stop:
-                self._train_epoch(task, train_loader, val_loader, train_metrics, total_steps, pending_rng)
+                self._train_epoch(task, self.train_loader, val_loader, train_metrics, total_steps, pending_rng)
                 pending_rng = None
             if self.ema is not None:  # the model leaves fit with the weights that validation measured
                 self.model.load_state_dict(self.ema.weights)
@@ -176,11 +185,12 @@ class Trainer:
 
     def evaluate(self, task: Task, loader: DataLoader, prefix: str, curves: bool = True) -> Evaluation:
         with self._evaluation_model(task):
-            return self._evaluate(task, self._epoch_ordered(loader, shuffle=False), prefix, curves)
+            return self._evaluate(task, self._epoch_ordered(loader), prefix, curves)
 
     @torch.no_grad()
     def predict(self, task: Task, loader: Iterable[Any]) -> Tensor:
-        """Predictions (probabilities or values) for every batch, concatenated on the CPU, in loader order."""
+        """Predictions (probabilities or values) for every batch, labelled or not, concatenated on the CPU, in
+        loader order."""
         outputs = []
         with self._evaluation_model(task):
             for batch in loader:
@@ -215,6 +225,7 @@ class Trainer:
             | {"should_stop": self.should_stop, "loss_sum": self.state.loss_sum + float(self._loss_sum)},
             "callbacks": {key: cb.state_dict() for key, cb in self._keyed_callbacks()},
             "rng": self._gather_rng(),
+            "precision": self.fabric.strategy.precision.state_dict(),  # the gradient scaler under 16-mixed
             "config": self.config.model_dump(mode="json"),
         }
         if self.ema is not None:
@@ -240,7 +251,7 @@ class Trainer:
             next(iterator)
         if pending_rng is not None:
             set_rng_state(pending_rng)
-        self.progress.start_epoch(epoch, cfg.max_epochs, len(loader), state.batches_in_epoch)
+        self.progress.start_epoch(epoch, cfg.max_epochs, _length(loader), state.batches_in_epoch)
         self._call("on_train_epoch_start")
         while state.step < total_steps and not self.should_stop:
             window = list(itertools.islice(iterator, cfg.accumulate_grad_batches))
@@ -267,11 +278,12 @@ class Trainer:
     def _optimizer_step(self, task: Task, window: list[Any], train_metrics: MetricCollection | None) -> None:
         """One optimizer step over ``window`` micro-batches.
 
-        Each micro-batch's mean loss is weighted by its share of the samples in the whole step (across processes),
-        so the update equals the full-batch update even when micro-batches differ in size.
+        Each micro-batch's mean loss is weighted by its share of the items (``Task.num_items``: samples, tokens,
+        voxels) in the whole step across processes, so the update equals the full-batch update even when
+        micro-batches differ in size.
         """
         fabric, model, state = self.fabric, self.model, self.state
-        sizes = [_batch_size(task, b) for b in window]
+        sizes = [task.num_items(b) for b in window]
         n_local = sum(sizes)
         n_global = n_local
         if self.world_size > 1:
@@ -281,17 +293,22 @@ class Trainer:
             batch = fabric.to_device(batch)
             with fabric.no_backward_sync(model, enabled=self.world_size > 1 and i < len(window) - 1):
                 out = task.step(batch, with_predictions=train_metrics is not None)
-                fabric.backward(out.loss * (sizes[i] * self.world_size / n_global))
+                self._backward(out.loss * (sizes[i] * self.world_size / max(n_global, 1)))
             weighted_losses.append(out.loss.detach().float() * sizes[i])
             if train_metrics is not None:
                 with counting_mode():
                     train_metrics.update(out.preds, out.target)
         loss_sum = weighted_losses[0] if len(weighted_losses) == 1 else torch.stack(weighted_losses).sum()
-        loss = loss_sum / n_local
+        loss = loss_sum / max(n_local, 1)
         self._call("on_before_optimizer_step", self.optimizer, loss)
+        scaler = getattr(fabric.strategy.precision, "scaler", None)
+        scale = scaler.get_scale() if scaler is not None else None
         self.optimizer.step()
+        # a gradient scaler skips the update when gradients overflow and lowers its scale: nothing was learnt, so
+        # the schedule and the weight average must not move either
+        self.step_skipped = scaler is not None and scaler.get_scale() < scale
         self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
+        if self.ema is not None and not self.step_skipped:
             self.ema.update(self.model)
         state.step += 1
         state.batches_in_epoch += len(window)
@@ -313,7 +330,7 @@ class Trainer:
         loss = MeanMetric().to(device)
         for batch in loader:
             out = task.step(self.fabric.to_device(batch))
-            loss.update(out.loss.float(), weight=out.batch_size)
+            loss.update(out.loss.float(), weight=out.num_items)
             with counting_mode():
                 metrics.update(out.preds, out.target)
                 for metric in curve_metrics.values():
@@ -349,19 +366,26 @@ class Trainer:
         for callback in self._active:
             getattr(callback, hook)(self, *args)
 
-    def _epoch_ordered(self, loader: DataLoader, shuffle: bool) -> DataLoader:
-        """Rebuild a loader so its order depends only on (seed, epoch) and each process gets its shard."""
-        if loader.batch_size is None or isinstance(loader.dataset, IterableDataset):
-            # custom batch sampler or stream: its own set_epoch (if any) decides the order. For exact resume such a
-            # loader needs its own ``generator``: without one, each new iterator draws from the global RNG.
+    def _epoch_ordered(self, loader: Iterable[Any]) -> Iterable[Any]:
+        """Make a loader's order depend only on (seed, epoch) and give each process its share.
+
+        PyTorch's default samplers (``shuffle=True``/``False``) become a seeded ``DistributedSampler``; any other
+        sampler (``WeightedRandomSampler``, ``SubsetRandomSampler``, your own) is kept, reseeded every epoch when it
+        has a ``generator``, and wrapped for distributed runs so each process draws its own share. Batch samplers,
+        iterable datasets and loaders that are not ``DataLoader``s are used as they are: they shard and order
+        themselves (a ``set_epoch`` method is called every epoch).
+        """
+        if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
             return loader
-        sampler = DistributedSampler(
-            loader.dataset,
-            num_replicas=self.world_size,
-            rank=self.fabric.global_rank,
-            shuffle=shuffle,
-            seed=self.config.seed,
-        )
+        if loader.batch_size is None:
+            return loader
+        sampler: Sampler = loader.sampler
+        world, rank, seed = self.world_size, self.fabric.global_rank, self.config.seed
+        if _is_default_sampler(sampler):
+            shuffle = isinstance(sampler, RandomSampler)
+            sampler = DistributedSampler(loader.dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
+        elif world > 1:
+            sampler = DistributedSamplerWrapper(sampler, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(
             loader.dataset,
             batch_size=loader.batch_size,
@@ -377,9 +401,15 @@ class Trainer:
             prefetch_factor=loader.prefetch_factor if loader.num_workers else None,
         )
 
-    def _set_epoch(self, loader: DataLoader, epoch: int) -> None:
+    def _set_epoch(self, loader: Iterable[Any], epoch: int) -> None:
+        sampler = getattr(loader, "sampler", None)
+        inner = getattr(getattr(sampler, "dataset", None), "_sampler", sampler)  # inside DistributedSamplerWrapper
+        if hasattr(inner, "generator"):
+            # a custom random sampler draws from its own generator, seeded by (seed, epoch) on every process
+            inner.generator = torch.Generator().manual_seed(self.config.seed + epoch)
         for obj in (
-            getattr(loader, "sampler", None),
+            loader,
+            sampler,
             getattr(getattr(loader, "batch_sampler", None), "sampler", None),
             getattr(loader, "batch_sampler", None),
         ):
@@ -411,6 +441,7 @@ class Trainer:
                 self.ema = WeightEMA(self.model, self.ema.decay, self.ema.warmup)
             else:
                 self.ema.load_state_dict(averaged)
+        self.fabric.strategy.precision.load_state_dict(remainder.get("precision", {}))
         trainer_state = dict(remainder["trainer"])
         self.should_stop = trainer_state.pop("should_stop")
         self.state = TrainState(**trainer_state)
@@ -444,8 +475,19 @@ def _destroy_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-def _batch_size(task: Task, batch: Any) -> int:
-    return int(task.unpack(batch)[1].shape[0])
+def _length(loader: Iterable[Any]) -> int | None:
+    """Batches per epoch, or None for a stream without a length."""
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _is_default_sampler(sampler: Sampler) -> bool:
+    """PyTorch's samplers for ``shuffle=False``/``shuffle=True`` (without replacement or a sample count)."""
+    if type(sampler) is SequentialSampler:
+        return True
+    return type(sampler) is RandomSampler and not sampler.replacement and sampler._num_samples is None
 
 
 def _curve_output(metric: Any) -> Any:
