@@ -10,6 +10,8 @@ os.environ.setdefault("YOLO_OFFLINE", "true")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import ipaddress
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,42 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+
+class NetworkBlocked(OSError):
+    """A test tried to reach a non-loopback address: library code must not touch the network unless asked."""
+
+
+def _is_loopback(address: object) -> bool:
+    if isinstance(address, str):  # AF_UNIX path
+        return True
+    host = address[0] if isinstance(address, tuple) else address
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:  # a host name: resolving it would already leave the machine
+        return False
+
+
+def _guarded(connect):
+    def guarded(sock: socket.socket, address, *args):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+            raise NetworkBlocked(f"test tried to connect to {address!r}: only loopback is allowed in tests")
+        return connect(sock, address, *args)
+
+    return guarded
+
+
+@pytest.fixture(autouse=True, scope="session")
+def block_network():
+    """Every test runs with sockets limited to loopback (DDP's 127.0.0.1 and local services still work), so no
+    test passes by luck of an environment variable."""
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+    socket.socket.connect = _guarded(connect)
+    socket.socket.connect_ex = _guarded(connect_ex)
+    yield
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
 
 
 @pytest.fixture

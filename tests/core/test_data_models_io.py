@@ -87,6 +87,46 @@ def test_registry_validates_and_suggests() -> None:
     assert {"mlp", "cnn", "linear"} <= set(MODELS.names()) and "digits" in DATASETS
 
 
+def test_a_broken_entry_point_is_reported_and_the_rest_still_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    from tujie_core import registry as registry_module
+
+    points = [
+        EntryPoint("broken", "tujie_no_such_package.models:thing", "tujie.widgets"),
+        EntryPoint("sqrt", "math:sqrt", "tujie.widgets"),
+    ]
+    monkeypatch.setattr(registry_module.metadata, "entry_points", lambda group: points)
+    registry: Registry = Registry("widgets")
+    with pytest.warns(UserWarning, match="skipping widgets 'broken'.*ModuleNotFoundError"):
+        assert registry.names() == ["sqrt"]
+    with pytest.raises(ConfigError, match=r"widgets 'broken' could not be loaded \(tujie_no_such_package"):
+        registry.get("broken")
+
+
+def test_a_name_clash_names_both_owners(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    from tujie_core import registry as registry_module
+
+    registry: Registry = Registry("widgets")
+
+    @registry.register("sqrt")
+    def own_sqrt(x: float) -> float:
+        return x**0.5
+
+    monkeypatch.setattr(
+        registry_module.metadata, "entry_points", lambda group: [EntryPoint("sqrt", "math:sqrt", "tujie.widgets")]
+    )
+    with pytest.raises(ConfigError, match=r"'sqrt' is registered twice: by .*own_sqrt and by math\.sqrt"):
+        registry.names()
+    with pytest.raises(ConfigError, match="registered twice"):
+
+        @registry.register("sqrt")
+        def other(x: float) -> float:
+            return x
+
+
 def test_save_and_load_pretrained_round_trip(tmp_path: Path) -> None:
     model = create_model("cnn", input_shape=(1, 8, 8), num_outputs=10, channels=[4, 8]).eval()
     spec = {"name": "cnn", "input_shape": [1, 8, 8], "num_outputs": 10, "channels": [4, 8]}

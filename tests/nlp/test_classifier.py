@@ -160,7 +160,7 @@ def test_rdrop_adds_the_dropout_consistency_term_in_training_only(tiny_bert: Pat
     kl = symmetric_kl(first, second, True)
     assert kl.item() > 0  # two dropout masks, two predictions
     assert out.loss.item() == pytest.approx((ce + 4.0 * kl).item(), rel=1e-5)
-    assert out.preds.shape == (2, 2) and out.batch_size == 2
+    assert out.preds.shape == (2, 2) and out.num_items == 2
     with pytest.raises(ValueError, match="rdrop"):
         clf.task(rdrop=-1.0)
 

@@ -73,8 +73,13 @@ def demo(
     for ep in parts:
         if only and ep.name not in only:
             continue
+        try:
+            part = ep.load()
+        except Exception as exc:  # a broken optional package must not take the other parts down
+            err_console.print(f"tujie demo: skipping '{ep.name}' ({type(exc).__name__}: {exc})", markup=False)
+            continue
         start = time.perf_counter()
-        result = ep.load()(output_dir, quick=quick)
+        result = part(output_dir, quick=quick)
         elapsed = time.perf_counter() - start
         rows += [(result.name, name, f"{value:.4f}") for name, value in result.metrics.items()]
         rows.append((result.name, "wall time (s)", f"{elapsed:.1f}"))

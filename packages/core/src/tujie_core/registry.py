@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from typing import Any, Generic, TypeVar
@@ -34,27 +35,44 @@ class Registry(Generic[T]):
         self.entry_point_group = entry_point_group or f"tujie.{kind}"
         self._entries: dict[str, T] = {}
         self._entry_points_loaded = False
+        self.broken: dict[str, str] = {}  # entry-point name → why it failed to load
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         """Decorator: ``@MODELS.register()`` registers under the function's name, or ``name``."""
 
         def decorator(obj: T) -> T:
-            key = name or obj.__name__
-            if key in self._entries and self._entries[key] is not obj:
-                raise ValueError(f"{self.kind} '{key}' is already registered")
-            self._entries[key] = obj
+            self._add(name or obj.__name__, obj)
             return obj
 
         return decorator
 
+    def _add(self, key: str, obj: T) -> None:
+        known = self._entries.get(key)
+        if known is not None and known is not obj:
+            raise ConfigError(
+                f"{self.kind} '{key}' is registered twice: by {_owner(known)} and by {_owner(obj)}; rename one"
+            )
+        self._entries[key] = obj
+
     def _load_entry_points(self) -> None:
+        """Load the group's entry points once; a broken one is reported with its package and skipped, so the
+        others still load."""
         if self._entry_points_loaded:
             return
-        self._entry_points_loaded = True
         for ep in metadata.entry_points(group=self.entry_point_group):
-            obj = ep.load()
-            if callable(obj) and ep.name not in self._entries:
-                self._entries[ep.name] = obj
+            try:
+                obj = ep.load()
+            except Exception as exc:
+                package = ep.dist.name if ep.dist is not None else ep.module
+                self.broken[ep.name] = f"{package}: {type(exc).__name__}: {exc}"
+                warnings.warn(
+                    f"tujie: skipping {self.kind} '{ep.name}' from {package} ({type(exc).__name__}: {exc})",
+                    stacklevel=2,
+                )
+                continue
+            if callable(obj):
+                self._add(ep.name, obj)
+        self._entry_points_loaded = True  # only now: a failure above must not hide the entries after it
 
     def names(self) -> list[str]:
         self._load_entry_points()
@@ -71,6 +89,8 @@ class Registry(Generic[T]):
             self._load_entry_points()
         if name not in self._entries:
             names = self.names()
+            if name in self.broken:
+                raise ConfigError(f"{self.kind} '{name}' could not be loaded ({self.broken[name]})")
             raise ConfigError(
                 f"'{name}' is not in the {self.kind} registry{suggest(name, names)}; "
                 f"available: {', '.join(names) or 'none'}"
@@ -89,6 +109,10 @@ class Registry(Generic[T]):
         runtime = dict(runtime or {})
         validated = validate_kwargs(factory, params, where=where or self.kind, skip=tuple(runtime))
         return factory(**validated, **runtime)
+
+
+def _owner(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
 def _signature_model(fn: Callable[..., Any], skip: tuple[str, ...], optional: tuple[str, ...]) -> type:

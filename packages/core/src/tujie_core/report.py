@@ -11,16 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from tujie_core.trainer import Evaluation
 
-PlotFn = Callable[[Any, list[str]], plt.Figure]
+PlotFn = Callable[[Any, list[str]], Figure]
 MAX_CURVES = 10  # per-class curves drawn for multi-class ROC/PR; more classes are summarised by the macro metric
 
 
@@ -49,8 +46,9 @@ def _per_class(value: Any) -> list[tuple[np.ndarray, ...]]:
     return [(np.asarray(a), np.asarray(b)) for a, b in zip(first, second, strict=True)]
 
 
-def plot_roc(value: Any, names: list[str]) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(5, 5))
+def plot_roc(value: Any, names: list[str]) -> Figure:
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     curves = _per_class(value)
     for i, (fpr, tpr) in enumerate(curves[:MAX_CURVES]):
         label = "positive class" if len(curves) == 1 else f"class {names[i] if i < len(names) else i}"
@@ -61,8 +59,9 @@ def plot_roc(value: Any, names: list[str]) -> plt.Figure:
     return fig
 
 
-def plot_pr(value: Any, names: list[str]) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(5, 5))
+def plot_pr(value: Any, names: list[str]) -> Figure:
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     curves = _per_class(value)
     for i, (precision, recall) in enumerate(curves[:MAX_CURVES]):
         label = "positive class" if len(curves) == 1 else f"class {names[i] if i < len(names) else i}"
@@ -72,7 +71,7 @@ def plot_pr(value: Any, names: list[str]) -> plt.Figure:
     return fig
 
 
-def plot_confusion(value: Tensor, names: list[str]) -> plt.Figure:
+def plot_confusion(value: Tensor, names: list[str]) -> Figure:
     counts = value.numpy()
     if counts.ndim == 3:  # multilabel: one 2×2 per label, show them summed
         counts = counts.sum(0)
@@ -80,7 +79,8 @@ def plot_confusion(value: Tensor, names: list[str]) -> plt.Figure:
     n = counts.shape[0]
     names = names if len(names) == n else [str(i) for i in range(n)]
     rates = counts / np.clip(counts.sum(1, keepdims=True), 1, None)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * n, 1 + 0.5 * n))
+    fig = Figure(figsize=(1.2 + 0.5 * n, 1 + 0.5 * n))
+    ax = fig.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     if n <= 20:
         for i in range(n):
@@ -102,10 +102,11 @@ def plot_confusion(value: Tensor, names: list[str]) -> plt.Figure:
     return fig
 
 
-def plot_reliability(bins: dict[str, Tensor], names: list[str]) -> plt.Figure:
+def plot_reliability(bins: dict[str, Tensor], names: list[str]) -> Figure:
     edges = bins["edges"].numpy()
     centers = (edges[:-1] + edges[1:]) / 2
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.bar(
         centers,
         np.nan_to_num(bins["outcome"].numpy()),
@@ -126,13 +127,14 @@ def plot_reliability(bins: dict[str, Tensor], names: list[str]) -> plt.Figure:
     return fig
 
 
-def plot_learning_curves(history: Sequence[dict[str, float]]) -> plt.Figure | None:
+def plot_learning_curves(history: Sequence[dict[str, float]]) -> Figure | None:
     if not history:
         return None
     epochs = [h["epoch"] for h in history]
     logged = {k.split("/", 1)[1] for h in history for k in h if "/" in k}
     groups = [name for name in CURVE_PRIORITY if name in logged][:4] or sorted(logged)[:4]
-    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.2), squeeze=False)
+    fig = Figure(figsize=(4 * len(groups), 3.2))
+    axes = fig.subplots(1, len(groups), squeeze=False)
     for ax, name in zip(axes[0], groups, strict=False):
         for split in ("train", "val"):
             key = f"{split}/{name}"
@@ -154,10 +156,10 @@ PLOTS: dict[str, tuple[str, str, PlotFn]] = {
 CURVE_PRIORITY = ("loss", "accuracy", "f1_macro", "roc_auc", "r2", "rmse", "mae", "ece")
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write a figure drawn on its own canvas (no pyplot, no global backend switch: notebooks keep theirs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def replace_section(report: Path, heading: str, body: str) -> None:
@@ -198,14 +200,14 @@ def write_report(
     figures: list[tuple[str, str]] = []
     curves_fig = plot_learning_curves(history)
     if curves_fig is not None:
-        _save(curves_fig, plots_dir / "learning_curves.png")
+        save_figure(curves_fig, plots_dir / "learning_curves.png")
         figures.append(("Learning curves", "plots/learning_curves.png"))
     if evaluations:
         split, evaluation = list(evaluations.items())[-1]
         for key, value in evaluation.curves.items():
             if key in PLOTS:
                 filename, caption, plot = PLOTS[key]
-                _save(plot(value, list(class_names)), plots_dir / filename)
+                save_figure(plot(value, list(class_names)), plots_dir / filename)
                 figures.append((f"{caption} ({split} split)", f"plots/{filename}"))
     if figures:
         lines += ["## Plots", ""]

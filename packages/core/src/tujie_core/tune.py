@@ -26,14 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 import torch
 import yaml
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from optuna.exceptions import ExperimentalWarning
 from optuna.pruners import BasePruner
@@ -50,6 +47,7 @@ from tujie_core.models import MODELS
 from tujie_core.optim import OPTIMIZERS, SCHEDULERS
 from tujie_core.registry import Registry, format_validation_error
 from tujie_core.registry import suggest as did_you_mean
+from tujie_core.report import save_figure
 from tujie_core.run import train_from_config
 from tujie_core.tasks import TASKS
 
@@ -651,16 +649,11 @@ def _write_csv(path: Path, trials: list[FrozenTrial], space: Space) -> None:
             )
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
 def _plot_history(path: Path, trials: list[FrozenTrial], metric: str, maximize: bool) -> None:
     complete = [t for t in trials if t.state is TrialState.COMPLETE]
     pruned = [t for t in trials if t.state is TrialState.PRUNED and t.intermediate_values]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.subplots()
     x = [t.number for t in complete]
     values = [float(t.value) for t in complete]  # type: ignore[arg-type]
     ax.plot(x, values, "o", label="complete trial")
@@ -674,7 +667,7 @@ def _plot_history(path: Path, trials: list[FrozenTrial], metric: str, maximize: 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_importance(path: Path, study: optuna.Study, space: Space, n_complete: int) -> str | None:
@@ -691,10 +684,11 @@ def _plot_importance(path: Path, study: optuna.Study, space: Space, n_complete: 
     except (ValueError, RuntimeError) as exc:  # e.g. the trials do not share a search space
         return f"importances could not be estimated: {exc}"
     names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.5 * len(names) + 1.5))
+    fig = Figure(figsize=(6, 0.5 * len(names) + 1.5), layout="tight")
+    ax = fig.subplots()
     ax.barh(names, [importances[n] for n in names], color="C0")
     ax.set(xlabel="importance (fANOVA, normalised)", title="Parameter importances")
-    _save(fig, path)
+    save_figure(fig, path)
     return None
 
 

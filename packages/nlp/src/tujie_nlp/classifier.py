@@ -25,7 +25,14 @@ from torch.utils.data import DataLoader
 from tujie_core import ConfigError, DataError, Evaluation, Trainer
 from tujie_core.config import ComponentSpec
 from tujie_nlp.data import LabelVocab, LengthGroupedBatchSampler, PadCollator, TextTable, TokenizedTexts
-from tujie_nlp.encoders import DEFAULT_ENCODER, default_pooling, load_tokenizer, quiet_transformers, resolve_encoder
+from tujie_nlp.encoders import (
+    DEFAULT_ENCODER,
+    default_pooling,
+    hub_options,
+    load_tokenizer,
+    quiet_transformers,
+    resolve_encoder,
+)
 from tujie_nlp.modeling import SequenceClassifier, TextClassificationTask
 
 METADATA_NAME = "tujie_nlp.json"
@@ -82,6 +89,7 @@ class TextClassifier:
                     label2id={n: i for i, n in enumerate(vocab.names)},
                     problem_type="multi_label_classification" if vocab.multi_label else "single_label_classification",
                     **options,
+                    **hub_options(),
                 )
         except OSError as exc:
             raise ConfigError(f"encoder '{encoder}': cannot load it offline ({exc})") from None

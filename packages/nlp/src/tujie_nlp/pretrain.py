@@ -29,6 +29,7 @@ from tujie_nlp.data import BadRow, LengthGroupedBatchSampler, TokenizedTexts
 from tujie_nlp.encoders import (
     DEFAULT_ENCODER,
     POOLING_CONFIG,
+    hub_options,
     load_tokenizer,
     quiet_transformers,
     resolve_encoder,
@@ -90,10 +91,14 @@ class MaskedLMTask(Task):
     def loss(self, outputs: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(outputs.flatten(0, 1).float(), target.flatten(), ignore_index=IGNORE)
 
+    def num_items(self, batch: Any) -> int:
+        """Masked tokens: the loss is their mean, so accumulation and processes weight batches by them."""
+        return int(self.unpack(batch)[1].ne(IGNORE).sum())
+
     def step(self, batch: Any, with_predictions: bool = True) -> StepOutput:
         inputs, target = self.unpack(batch)
         outputs = self.forward(inputs)
-        return StepOutput(self.loss(outputs, target), outputs.detach()[:0], target[:0], int(target.shape[0]))
+        return StepOutput(self.loss(outputs, target), outputs.detach()[:0], target[:0], self.num_items(batch))
 
 
 def keep_pooling(source: str | Path, model_dir: Path) -> None:
@@ -174,7 +179,7 @@ def pretrain_mlm(
     if tokenizer.mask_token_id is None:
         raise DataError(f"encoder '{encoder}': its tokenizer has no mask token, so it cannot do masked-LM training")
     with quiet_transformers():
-        hf = AutoModelForMaskedLM.from_pretrained(resolve_encoder(encoder))
+        hf = AutoModelForMaskedLM.from_pretrained(resolve_encoder(encoder), **hub_options())
     model = MaskedLM(hf, tokenizer.pad_token_id)
 
     ids = tokenizer(lines, truncation=True, max_length=max_length)["input_ids"]
