@@ -2,7 +2,7 @@
 
 Only the 7,600-row AG News test file is available, so it is split 80/20 (stratified, seed 0) into a training pool
 and a held-out test part (1,520 rows); 10 % of the pool (stratified) picks the best epoch. Text is the title and
-the description joined by ". " (the file's ``\\`` line escapes become spaces). Runs ``tujie_nlp.run.train_text``.
+the description joined by ". " (the file's ``\\`` line escapes become spaces). Runs a text run through the core.
 ``--quick`` trains one epoch on a stratified 25 % of the pool.
 
 Anchor: DistilBERT ≈ 94.8 % on the official test set after training on all 120,000 training articles (ours trains on
@@ -23,7 +23,8 @@ import torch
 from _common import Row, data_dir, parse_args, report
 from sklearn.model_selection import train_test_split
 
-from tujie_nlp.run import TextRunConfig, train_text
+from tujie_core import train_from_config
+from tujie_nlp.run import TextRunConfig
 
 DISTILBERT = "DistilBERT, trained on the full AG News train set"
 FASTTEXT = "fastText bigrams, Joulin et al. 2017, full train set"
@@ -73,9 +74,9 @@ def main() -> None:
             }
         )
         start = time.perf_counter()
-        result = train_text(config)
+        result = train_from_config(config)
         wall = time.perf_counter() - start
-        sizes = {split: len(table) for split, table in result.tables.items() if table is not None}
+        sizes = {split: len(table) for split, table in result.details["tables"].items() if table is not None}
     accuracy = 100 * result.metrics["test/accuracy"]
     print(f"\nsplit sizes: {sizes}")
     rows = [

@@ -22,10 +22,11 @@ import torch
 from _common import Row, data_dir, parse_args, report
 from nlp_sst2 import sample_rows
 
+from tujie_core import train_from_config
 from tujie_nlp.classifier import TextClassifier
 from tujie_nlp.compress import compress_text
 from tujie_nlp.data import read_texts
-from tujie_nlp.run import TextRunConfig, train_text
+from tujie_nlp.run import TextRunConfig
 
 ANCHOR = "PyTorch tutorial 'Dynamic quantization on BERT' (BERT-base, MRPC)"
 
@@ -46,7 +47,7 @@ def fine_tune(train: Path, dev: Path, output: Path) -> TextClassifier:
             "trainer": {"max_epochs": 1, "monitor": "val/accuracy", "mode": "max", "progress": "none"},
         }
     )
-    return train_text(config).classifier
+    return train_from_config(config).model
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """SST-2: fine-tune the default MiniLM-L6 on GLUE's train.tsv and report dev accuracy and wall time on this machine.
 
-Runs ``tujie_nlp.run.train_text`` (the code behind ``tujie nlp train``) with train = ``sst2/train.tsv`` (67,349
+Runs a text run (the code behind ``tujie nlp train``) with train = ``sst2/train.tsv`` (67,349
 phrases) and val = ``sst2/dev.tsv`` (872 sentences); dev accuracy is that of the best epoch's checkpoint.
 ``--tapt-epochs N`` first runs task-adaptive pre-training (Gururangan et al. 2020: ``pretrain_mlm``, the code behind
 ``tujie nlp pretrain``, masked-LM on the training sentences without their labels) and fine-tunes from its output.
@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 from _common import Row, data_dir, parse_args, report
 
+from tujie_core import train_from_config
 from tujie_nlp.pretrain import pretrain_mlm
-from tujie_nlp.run import TextRunConfig, train_text
+from tujie_nlp.run import TextRunConfig
 
 ANCHORS = [
     ("MiniLM 6×384", 91.3, "Wang et al. 2020 (MiniLM), SST-2 dev"),
@@ -135,7 +136,7 @@ def main() -> None:
             }
         )
         start = time.perf_counter()
-        result = train_text(config)
+        result = train_from_config(config)
         wall = time.perf_counter() - start
         if args.save_model is not None:
             shutil.copytree(result.run_dir / "model", args.save_model, dirs_exist_ok=True)

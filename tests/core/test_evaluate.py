@@ -23,7 +23,8 @@ from tujie_core.evaluate import (
     ensemble_runs,
     tune_run_threshold,
 )
-from tujie_core.run import load_run, train_from_config
+from tujie_core.run import load_run
+from tujie_core.runs import train_from_config
 
 
 def binary_scores(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from tujie_core import ClassificationTask, ConfigError, RunConfig, Trainer, create_model, load_config
+from tujie_core import ClassificationTask, ConfigError, RunConfig, SupervisedRun, Trainer, create_model, load_config
 from tujie_core import tune as tune_module
 from tujie_core.config import ComponentSpec
-from tujie_core.run import train_from_config
+from tujie_core.runs import train_from_config
 from tujie_core.tune import (
     PRUNERS,
     SAMPLERS,
@@ -341,7 +341,7 @@ def test_a_bad_key_in_the_search_space_fails_fast(tmp_path: Path, space: dict, m
 def test_the_process_layout_cannot_be_searched(tmp_path: Path, key: str, choices: list) -> None:
     space = parse_space({key: {"type": "categorical", "choices": choices}})
     with pytest.raises(ConfigError, match=rf"tune\.space\.{key}: cannot change from trial to trial"):
-        tune_module.check_space(run_config(tmp_path), space)
+        SupervisedRun().check_space(run_config(tmp_path), space)
 
 
 def test_bad_tune_sections_fail_before_any_training(tmp_path: Path) -> None:
@@ -398,5 +398,5 @@ def test_the_shipped_digits_tune_config_loads_and_its_space_checks() -> None:
     assert config.tune is not None
     assert set(config.tune.space) == {"optimizer.lr", "model.dropout", "model.hidden"}
     assert (config.tune.metric, config.tune.direction, config.tune.trials) == ("val/accuracy", "maximize", 12)
-    tune_module.check_space(config, parse_space(config.tune.space))
+    SupervisedRun().check_space(config, parse_space(config.tune.space))
     create_sampler(config.tune.sampler, parse_space(config.tune.space), seed=0)

@@ -10,13 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tujie_core import ConfigError, DataError
+from tujie_core import ConfigError, DataError, train_from_config
 from tujie_core.compress import quantize_dynamic
 from tujie_nlp.classifier import TextClassifier
 from tujie_nlp.compress import compress_text
 from tujie_nlp.data import read_texts
 from tujie_nlp.pretrain import MaskingCollator, pretrain_mlm
-from tujie_nlp.run import bundled_data, load_tables, load_text_config, predict_file, train_text
+from tujie_nlp.run import bundled_data, load_tables, load_text_config, predict_file
 
 
 def config_for(tiny_bert: Path, data: Path, out: Path, *extra: str):
@@ -38,17 +38,21 @@ def config_for(tiny_bert: Path, data: Path, out: Path, *extra: str):
 
 
 def test_a_run_folder_has_model_report_and_metrics(tiny_bert: Path, sentiment_csv: Path, tmp_path: Path) -> None:
-    result = train_text(config_for(tiny_bert, sentiment_csv, tmp_path, "data.test_fraction=0.25"))
+    result = train_from_config(config_for(tiny_bert, sentiment_csv, tmp_path, "data.test_fraction=0.25"))
     run = result.run_dir
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "report.md", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert {"val/accuracy", "test/accuracy", "test/f1_macro"} <= set(result.metrics)
-    assert len(result.tables["train"]) == 20 and len(result.tables["val"]) == 10 and len(result.tables["test"]) == 10
+    assert (
+        len(result.details["tables"]["train"]) == 20
+        and len(result.details["tables"]["val"]) == 10
+        and len(result.details["tables"]["test"]) == 10
+    )
     report = (run / "report.md").read_text()
     assert "## Data" in report and "Encoder:" in report
     loaded = TextClassifier.from_pretrained(run / "model")
     assert loaded.labels.names == ["neg", "pos"]
-    test = result.tables["test"]
+    test = result.details["tables"]["test"]
     assert loaded.evaluate(test).metrics["test/accuracy"] == pytest.approx(result.metrics["test/accuracy"])
 
 
@@ -56,10 +60,12 @@ def test_resume_continues_exactly(tiny_bert: Path, sentiment_csv: Path, tmp_path
     # a constant learning rate, so that a 1-epoch run resumed to 2 epochs and a 2-epoch run share one schedule;
     # R-Drop's two dropout passes make the result depend on the restored RNG state
     constant = ("scheduler=null", "rdrop=0.5")
-    straight = train_text(config_for(tiny_bert, sentiment_csv, tmp_path / "a", "trainer.max_epochs=2", *constant))
-    first = train_text(config_for(tiny_bert, sentiment_csv, tmp_path / "b", "trainer.max_epochs=1", *constant))
+    straight = train_from_config(
+        config_for(tiny_bert, sentiment_csv, tmp_path / "a", "trainer.max_epochs=2", *constant)
+    )
+    first = train_from_config(config_for(tiny_bert, sentiment_csv, tmp_path / "b", "trainer.max_epochs=1", *constant))
     resumed_config = config_for(tiny_bert, sentiment_csv, tmp_path / "b", "trainer.max_epochs=2", *constant)
-    resumed = train_text(resumed_config, resume=first.run_dir)
+    resumed = train_from_config(resumed_config, resume=first.run_dir)
     assert resumed.run_dir == first.run_dir
     a = torch.load(straight.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["model"]
     b = torch.load(resumed.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["model"]
@@ -89,8 +95,8 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
 def test_training_skips_and_records_bad_rows(tiny_bert: Path, sentiment_csv: Path, tmp_path: Path) -> None:
     with sentiment_csv.open("a", encoding="utf-8") as handle:
         handle.write('"",pos\n"no label here",\n')
-    result = train_text(config_for(tiny_bert, sentiment_csv, tmp_path, "trainer.max_epochs=1"))
-    assert [b.line for b in result.bad_rows["train"]] == [42, 43]
+    result = train_from_config(config_for(tiny_bert, sentiment_csv, tmp_path, "trainer.max_epochs=1"))
+    assert [b.line for b in result.details["bad_rows"]["train"]] == [42, 43]
     assert "line 42: column 'text': empty text" in (result.run_dir / "bad_rows.txt").read_text()
 
 
@@ -191,3 +197,39 @@ def test_compression_table_and_a_loadable_student(tiny_bert: Path, sentiment_csv
         compress_text(clf, table, tmp_path / "d", methods=["int4"])
     with pytest.raises(ConfigError, match="needs labelled training text"):
         compress_text(clf, table, tmp_path / "d", methods=["distil"])
+
+
+def test_text_runs_go_through_the_generic_train_tune_and_cv(
+    tujie, tiny_bert: Path, sentiment_csv: Path, tmp_path: Path
+):
+    import yaml
+
+    raw = {
+        "kind": "text_classification",
+        "name": "sentiment",
+        "output_dir": str(tmp_path / "runs"),
+        "encoder": str(tiny_bert),
+        "data": {"train": str(sentiment_csv), "val_fraction": 0.25, "batch_size": 8},
+        "optimizer": {"lr": 0.003},
+        "trainer": {"max_epochs": 2, "accelerator": "cpu", "progress": "none"},
+        "tune": {"space": {"optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}, "trials": 2},
+    }
+    path = tmp_path / "text.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    trained = tujie("train", str(path), cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert "val/accuracy" in trained.stdout
+    (run_dir,) = (tmp_path / "runs" / "sentiment").glob("2*")
+    assert (run_dir / "model" / "tujie_nlp.json").is_file()  # a text classifier folder, as tujie nlp train writes
+    tuned = tujie("tune", str(path), cwd=tmp_path)
+    assert tuned.returncode == 0, tuned.stderr
+    assert load_text_config(tmp_path / "runs" / "sentiment" / "tune" / "best.yaml").kind == "text_classification"
+    from tujie_core.evaluate import cross_validate
+
+    cv = cross_validate(load_text_config(path), 2)
+    assert len(cv.run_dirs) == 2 and 0 <= cv.mean["val/accuracy"] <= 1
+    from tujie_nlp.run import TextClassificationRun
+
+    parts = TextClassificationRun().folds(load_text_config(path), 2, stratified=True)
+    held_out = [part["val"].lines for part in parts]
+    assert not set(held_out[0]) & set(held_out[1]) and len(held_out[0]) + len(held_out[1]) == 40

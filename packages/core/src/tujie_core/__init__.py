@@ -18,15 +18,17 @@ from tujie_core.callbacks import (
     NonFiniteLossGuard,
     Plugin,
 )
-from tujie_core.config import RunConfig, TrainerConfig, load_config
+from tujie_core.config import BaseRunConfig, RunConfig, TrainedRunConfig, TrainerConfig
 from tujie_core.data import DATASETS, DataInfo, DataSplits
 from tujie_core.errors import ConfigError, DataError, TrainingError, TujieError
+from tujie_core.loop import Loop, TrainState
 from tujie_core.models import MODELS, create_model
 from tujie_core.optim import OPTIMIZERS, SCHEDULERS, Schedule
 from tujie_core.pretrained import load_pretrained, save_pretrained
 from tujie_core.registry import Registry
 from tujie_core.report import write_report
-from tujie_core.run import RunResult, train_from_config
+from tujie_core.run import SupervisedRun
+from tujie_core.runs import RUN_KINDS, RunContext, RunKind, RunOutput, RunResult, load_config, train_from_config
 from tujie_core.tasks import TASKS, ClassificationTask, RegressionTask, StepOutput, Task
 from tujie_core.trainer import Evaluation, Trainer
 
@@ -36,8 +38,10 @@ __all__ = [
     "MODELS",
     "OPTIMIZERS",
     "PLUGINS",
+    "RUN_KINDS",
     "SCHEDULERS",
     "TASKS",
+    "BaseRunConfig",
     "Callback",
     "ClassificationTask",
     "ConfigError",
@@ -47,16 +51,23 @@ __all__ = [
     "EarlyStopping",
     "Evaluation",
     "GradientClipping",
+    "Loop",
     "ModelCheckpoint",
     "NonFiniteLossGuard",
     "Plugin",
     "Registry",
     "RegressionTask",
     "RunConfig",
+    "RunContext",
+    "RunKind",
+    "RunOutput",
     "RunResult",
     "Schedule",
     "StepOutput",
+    "SupervisedRun",
     "Task",
+    "TrainState",
+    "TrainedRunConfig",
     "Trainer",
     "TrainerConfig",
     "TrainingError",

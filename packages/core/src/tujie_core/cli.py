@@ -29,7 +29,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def metrics_table(title: str, rows: list[tuple[str, str, str]], columns: tuple[str, ...]) -> Table:
+def metrics_table(title: str, rows: list[tuple[str, ...]], columns: tuple[str, ...]) -> Table:
+    """A rich table with one column per name in ``columns``; every row has one cell per column."""
     table = Table(title=title)
     for column in columns:
         table.add_column(column)
@@ -45,13 +46,14 @@ def train(
     overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: trainer.max_epochs=3"),
 ) -> None:
     """Train a model from a run config and write a run folder with checkpoints and a report."""
-    from tujie_core.config import load_config
-    from tujie_core.run import train_from_config
+    from tujie_core.runs import load_config, train_from_config
 
     result = train_from_config(load_config(config, overrides), resume=resume)
     if result.is_global_zero:
-        rows = [(k, f"{v:.4f}", "") for k, v in result.metrics.items()]
-        console.print(metrics_table("metrics (best checkpoint)", rows, ("metric", "value", "")))
+        rows = [(k, f"{v:.4f}") for k, v in result.metrics.items()]
+        console.print(metrics_table("metrics", rows, ("metric", "value")))
+        for warning in result.warnings:
+            err_console.print(f"warning: {warning}", markup=False)
         console.print(f"run folder: {result.run_dir}\nreport: {result.report}")
 
 
@@ -96,16 +98,16 @@ def tune(
     overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: tune.sampler.name=random"),
 ) -> None:
     """Search hyperparameters with Optuna; resumes the study in the tune folder if one exists."""
-    from tujie_core.config import load_config
+    from tujie_core.runs import load_config
     from tujie_core.tune import tune as run_tune
 
     if workers < 1 or (trials is not None and trials < 1):
         raise TujieError("--workers and --trials must be at least 1")
     result = run_tune(load_config(config, overrides), trials=trials, workers=workers)
-    rows = [(key, str(value), "") for key, value in result.best_params.items()]
-    rows.append(("best value", f"{result.best_value:.4f}", ""))
-    rows.append(("trials", f"{result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed", ""))
-    console.print(metrics_table("best trial", rows, ("parameter", "value", "")))
+    rows = [(key, str(value)) for key, value in result.best_params.items()]
+    rows.append(("best value", f"{result.best_value:.4f}"))
+    rows.append(("trials", f"{result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed"))
+    console.print(metrics_table("best trial", rows, ("parameter", "value")))
     console.print(f"best config: {result.best_config}\nsummary: {result.output_dir / 'tune.md'}")
 
 
@@ -161,8 +163,8 @@ def evaluate_cv(
     overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: trainer.max_epochs=3"),
 ) -> None:
     """k-fold cross-validation of a run config: mean ± std of every validation metric."""
-    from tujie_core.config import load_config
     from tujie_core.evaluate import cross_validate
+    from tujie_core.runs import load_config
 
     cv = cross_validate(load_config(config, overrides), folds, stratified=stratified, output_dir=output_dir)
     rows = [(k, f"{cv.mean[k]:.4f}", f"{cv.std[k]:.4f}") for k in cv.mean]
@@ -188,7 +190,7 @@ def evaluate_threshold(
     )
     console.print(
         metrics_table(
-            "metrics at the new threshold", [(k, f"{v:.4f}", "") for k, v in metrics.items()], ("metric", "value", "")
+            "metrics at the new threshold", [(k, f"{v:.4f}") for k, v in metrics.items()], ("metric", "value")
         )
     )
 

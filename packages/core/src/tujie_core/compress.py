@@ -828,7 +828,7 @@ def compress_run(
     temperature: float = 4.0,
     alpha: float = 0.7,
 ) -> CompressionResult:
-    """Compress a run written by :func:`tujie_core.run.train_from_config` with each of ``methods``.
+    """Compress a run written by :func:`tujie_core.train_from_config` (a supervised run) with each of ``methods``.
 
     ``methods``: default :data:`DEFAULT_METHODS`, without ``distil`` for a regression run (said in the notes);
     ``options``: method → its keyword arguments. Names and options are checked before any work.

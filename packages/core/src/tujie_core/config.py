@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tujie_core.errors import ConfigError
-from tujie_core.registry import format_validation_error
 
 
 class YAMLLoader(yaml.SafeLoader):
@@ -147,20 +148,61 @@ class TuneSpec(Strict):
         return self
 
 
-class RunConfig(Strict):
-    """A whole run: data, model, task, optimisation, trainer, callbacks, plugins and an optional search."""
+class BaseRunConfig(Strict):
+    """What every kind of run's config has: its kind, name and output folder, callbacks, plugins and a search.
 
+    Subclasses say which metric a run is judged by (``monitor``, ``mode``) and its ``seed``; the tuner and the
+    run layer read only these.
+    """
+
+    kind: str = "supervised"
     name: str = "run"
     output_dir: Path = Path("runs")
+    callbacks: list[ComponentSpec] = []
+    plugins: list[ComponentSpec] = []
+    tune: TuneSpec | None = None
+
+    @property
+    def monitor(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        raise NotImplementedError
+
+    @property
+    def seed(self) -> int:
+        raise NotImplementedError
+
+
+class TrainedRunConfig(BaseRunConfig):
+    """A run trained by the supervised :class:`~tujie_core.trainer.Trainer`: its ``trainer`` section decides the
+    monitored metric and the seed."""
+
+    trainer: TrainerConfig = TrainerConfig()
+
+    @property
+    def monitor(self) -> str:
+        return self.trainer.monitor
+
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        return self.trainer.mode
+
+    @property
+    def seed(self) -> int:
+        return self.trainer.seed
+
+
+class RunConfig(TrainedRunConfig):
+    """A supervised run: data, model, task, optimisation, trainer, callbacks, plugins and an optional search."""
+
+    kind: Literal["supervised"] = "supervised"
     data: DataSpec
     model: ComponentSpec
     task: ComponentSpec | None = None
     optimizer: ComponentSpec = ComponentSpec(name="adamw", lr=1e-3)
     scheduler: SchedulerSpec | None = None
-    trainer: TrainerConfig = TrainerConfig()
-    callbacks: list[ComponentSpec] = []
-    plugins: list[ComponentSpec] = []
-    tune: TuneSpec | None = None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -202,21 +244,17 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML run config, apply ``KEY=VALUE`` overrides, validate every section and component."""
-    path = Path(path)
-    raw = apply_overrides(read_yaml(path), overrides or [])
-    try:
-        config = RunConfig.model_validate(raw)
-        from tujie_core.components import check_components
-
-        check_components(config)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {format_validation_error(exc, '', RunConfig)}") from None
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return config
-
-
-def dump_config(config: RunConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+def apply_params(raw: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the config dict ``raw`` with each dotted key of ``params`` set (missing sections are created)."""
+    out = copy.deepcopy(dict(raw))
+    for key, value in params.items():
+        parts = key.split(".")
+        node: Any = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                path = ".".join(parts[: i + 1])
+                raise ConfigError(f"{key}: cannot set it, '{path}' is not a mapping (it is {child!r})")
+            node = child
+        node[parts[-1]] = copy.deepcopy(value)
+    return out

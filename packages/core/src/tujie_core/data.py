@@ -10,13 +10,13 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from sklearn import datasets as skdatasets
-from sklearn.model_selection import train_test_split
-from torch.utils.data import Dataset, TensorDataset
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from tujie_core.errors import DataError
 from tujie_core.registry import Registry
@@ -239,3 +239,37 @@ def _is_number(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def dataset_targets(dataset: Dataset) -> np.ndarray:
+    """Targets of a map-style ``(x, y)`` dataset (read straight from a TensorDataset, else item by item)."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1].numpy()
+    if isinstance(dataset, Subset):
+        return dataset_targets(dataset.dataset)[np.asarray(dataset.indices)]
+    if isinstance(dataset, ConcatDataset):
+        return np.concatenate([dataset_targets(d) for d in dataset.datasets])
+    return np.asarray([np.asarray(dataset[i][1]) for i in range(len(dataset))])  # type: ignore[arg-type]
+
+
+def fold_splits(base: DataSplits, folds: int, stratified: bool, seed: int) -> list[DataSplits]:
+    """``folds`` train/validation splits of ``base``'s train + validation data (its test split stays out);
+    classification folds keep class proportions when ``stratified``."""
+    parts = [d for d in (base.train, base.val) if d is not None]
+    pool: Dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    targets = dataset_targets(pool)
+    source = base.info.source
+    if len(targets) < folds:
+        raise DataError(f"data {source}: {len(targets)} samples cannot make {folds} folds")
+    if stratified and base.info.kind in ("binary", "multiclass"):
+        counts = np.bincount(targets.astype(int).reshape(-1))
+        if counts[counts > 0].min() < folds:
+            raise DataError(f"data {source}: a class has fewer than {folds} samples; use fewer folds")
+        splitter: Any = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(folds, shuffle=True, random_state=seed)
+    labels = targets if targets.ndim == 1 else np.zeros(len(targets))
+    return [
+        DataSplits(Subset(pool, train_idx.tolist()), Subset(pool, val_idx.tolist()), None, base.info)
+        for train_idx, val_idx in splitter.split(np.zeros(len(targets)), labels)
+    ]

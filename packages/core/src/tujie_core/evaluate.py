@@ -16,19 +16,18 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
-from sklearn.model_selection import KFold, StratifiedKFold
 from torch import Tensor, nn
-from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
-from tujie_core.config import RunConfig
-from tujie_core.data import DataSplits
+from tujie_core.config import BaseRunConfig
+from tujie_core.data import dataset_targets
 from tujie_core.errors import ConfigError, DataError
 from tujie_core.pretrained import CONFIG_NAME
-from tujie_core.run import build_data, cpu_trainer, load_run, loaders, train_from_config
+from tujie_core.run import cpu_trainer, load_run, loaders
+from tujie_core.runs import kind_of, train_from_config
 from tujie_core.tasks import ClassificationTask, Task
 
 # ---- cross-validation ------------------------------------------------------------------------------------------
@@ -52,19 +51,8 @@ class CrossValidation:
         return "\n".join(lines)
 
 
-def dataset_targets(dataset: Dataset) -> np.ndarray:
-    """Targets of a map-style ``(x, y)`` dataset (read straight from a TensorDataset, else item by item)."""
-    if isinstance(dataset, TensorDataset):
-        return dataset.tensors[1].numpy()
-    if isinstance(dataset, Subset):
-        return dataset_targets(dataset.dataset)[np.asarray(dataset.indices)]
-    if isinstance(dataset, ConcatDataset):
-        return np.concatenate([dataset_targets(d) for d in dataset.datasets])
-    return np.asarray([np.asarray(dataset[i][1]) for i in range(len(dataset))])  # type: ignore[arg-type]
-
-
 def cross_validate(
-    config: RunConfig,
+    config: BaseRunConfig,
     folds: int = 5,
     *,
     stratified: bool = True,
@@ -72,36 +60,20 @@ def cross_validate(
 ) -> CrossValidation:
     """Train ``config`` on ``folds`` folds of its train + validation data; the test split stays untouched.
 
-    Each fold is a full run (best checkpoint by ``trainer.monitor`` on the held-out fold) in
-    ``<output_dir>/fold-<k>``, emptied first (no checkpoint of an earlier run leaks in); classification folds keep
-    class proportions when ``stratified``. Features keep the scaling fitted on the config's own train split (a
-    small leak for standardised tables, none for images).
+    Each fold is a full run (best checkpoint by the monitored metric on the held-out fold) in
+    ``<output_dir>/fold-<k>``, emptied first (no checkpoint of an earlier run leaks in). The kind of run makes the
+    folds (supervised: stratified for classification when ``stratified``; features keep the scaling fitted on the
+    config's own train split, a small leak for standardised tables, none for images).
     """
     if folds < 2:
         raise ConfigError(f"folds: need at least 2, got {folds}")
-    base = build_data(config)
-    parts = [d for d in (base.train, base.val) if d is not None]
-    pool: Dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-    targets = dataset_targets(pool)
-    if len(targets) < folds:
-        raise DataError(f"data '{config.data.name}': {len(targets)} samples cannot make {folds} folds")
-    classes = base.info.kind in ("binary", "multiclass")
-    seed = config.trainer.seed
-    if stratified and classes:
-        counts = np.bincount(targets.astype(int).reshape(-1))
-        if counts[counts > 0].min() < folds:
-            raise DataError(f"data '{config.data.name}': a class has fewer than {folds} samples; use fewer folds")
-        splitter: Any = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    else:
-        splitter = KFold(folds, shuffle=True, random_state=seed)
+    parts = kind_of(config).folds(config, folds, stratified)
     out = Path(output_dir) if output_dir is not None else config.output_dir / config.name / "cv"
     results, run_dirs = [], []
-    labels = targets if targets.ndim == 1 else np.zeros(len(targets))
-    for k, (train_idx, val_idx) in enumerate(splitter.split(np.zeros(len(targets)), labels)):
-        splits = DataSplits(Subset(pool, train_idx.tolist()), Subset(pool, val_idx.tolist()), None, base.info)
+    for k, data in enumerate(parts):
         run_dir = out / f"fold-{k + 1}"
         shutil.rmtree(run_dir, ignore_errors=True)
-        result = train_from_config(config, run_dir=run_dir, splits=splits)
+        result = train_from_config(config, run_dir=run_dir, data=data)
         results.append({key: v for key, v in result.metrics.items() if key.startswith("val/")})
         run_dirs.append(run_dir)
     keys = [key for key in results[0] if all(key in r for r in results)]

@@ -1,4 +1,4 @@
-"""Run a whole experiment from a :class:`~tujie_core.config.RunConfig`: data → model → task → train → report.
+"""The supervised kind of run (``kind: supervised``, the default): data → model → task → train → report.
 
 A run folder ``<output_dir>/<name>/<timestamp>/`` holds ``config.yaml`` (resolved), ``metrics.jsonl``,
 ``checkpoints/`` (last + best), ``model/`` (safetensors), ``summary.json`` and ``report.md`` with plots.
@@ -6,34 +6,26 @@ A run folder ``<output_dir>/<name>/<timestamp>/`` holds ``config.yaml`` (resolve
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lightning.fabric import seed_everything
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from tujie_core.callbacks import CALLBACKS, PLUGINS, Callback
-from tujie_core.config import RunConfig, TrainerConfig, dump_config, load_config
-from tujie_core.data import DATASETS, DataInfo, DataSplits
+from tujie_core.components import RUNTIME_ARGS, check_components
+from tujie_core.config import ComponentSpec, ParamSpec, RunConfig, TrainerConfig, apply_params
+from tujie_core.data import DATASETS, DataInfo, DataSplits, fold_splits
 from tujie_core.errors import ConfigError
-from tujie_core.models import create_model
+from tujie_core.models import MODELS, create_model
+from tujie_core.optim import OPTIMIZERS, SCHEDULERS
 from tujie_core.pretrained import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
-from tujie_core.report import write_report
+from tujie_core.registry import Registry, suggest
+from tujie_core.runs import RUN_KINDS, RunContext, RunKind, RunOutput, load_config
 from tujie_core.tasks import TASKS, Task
 from tujie_core.trainer import Evaluation, Trainer
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    metrics: dict[str, float]
-    report: Path
-    is_global_zero: bool = True  # False on the other processes of a multi-process run
 
 
 def build_data(config: RunConfig) -> DataSplits:
@@ -78,92 +70,132 @@ def cpu_trainer(config: TrainerConfig, **overrides: Any) -> Trainer:
     return Trainer(config, progress="none", **single, **overrides)
 
 
-def new_run_dir(config: RunConfig) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return config.output_dir / config.name / stamp
+# Searching these would change the process layout between trials that share one process.
+_PER_PROCESS = ("trainer.devices", "trainer.num_nodes", "trainer.strategy")
+_SECTION_REGISTRIES: dict[str, Registry] = {
+    "data": DATASETS,
+    "model": MODELS,
+    "task": TASKS,
+    "optimizer": OPTIMIZERS,
+    "scheduler": SCHEDULERS,
+}
 
 
-def train_from_config(
-    config: RunConfig,
-    resume: str | Path | None = None,
-    callbacks: Sequence[Callback] = (),
-    run_dir: Path | None = None,
-    splits: DataSplits | None = None,
-) -> RunResult:
-    """Train, evaluate the best checkpoint on the validation and test splits and write the report.
+def _component_keys(registry: Registry, spec: ComponentSpec) -> tuple[set[str], bool]:
+    """Options a component accepts (its spec's own fields + its factory's parameters) and whether it takes any."""
+    params = inspect.signature(registry.get(spec.name)).parameters.values()
+    runtime = set(RUNTIME_ARGS.get(registry.kind, ()))
+    names = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - runtime
+    return names | set(type(spec).model_fields), any(p.kind is p.VAR_KEYWORD for p in params)
 
-    ``resume``: a run folder (its ``checkpoints/last.ckpt``) or a checkpoint file; the run continues in place.
-    ``callbacks`` are added to those of the config (a tuner adds its pruning callback); ``run_dir`` replaces the
-    timestamped folder; ``splits`` replaces the config's data (cross-validation folds).
-    """
-    seed_everything(config.trainer.seed, workers=True, verbose=False)
-    splits = splits or build_data(config)
-    task = build_task(config, splits.info)
-    trainer = Trainer(
-        config.trainer,
-        callbacks=[*(CALLBACKS.create(s.name, where="callbacks", **s.params) for s in config.callbacks), *callbacks],
-        plugins=[PLUGINS.create(s.name, where="plugins", **s.params) for s in config.plugins],
-    )
-    ckpt = None
-    if resume is not None:
-        resume = Path(resume)
-        ckpt = resume if resume.is_file() else resume / "checkpoints" / "last.ckpt"
-        if not ckpt.is_file():
-            raise ConfigError(f"{resume}: nothing to resume (no checkpoints/last.ckpt)")
-        run_dir = ckpt.parent.parent
-    elif run_dir is None:
-        run_dir = trainer.fabric.broadcast(new_run_dir(config))  # every process writes to rank 0's folder
-    trainer.run_dir = run_dir
-    if trainer.fabric.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
 
-    split_loaders = loaders(config, splits)
-    trainer.fit(task, split_loaders["train"], split_loaders["val"], ckpt_path=ckpt)
-    checkpoint = trainer.checkpoint_callback
-    if checkpoint is not None and checkpoint.best_path.is_file():
-        trainer.load_weights(task, checkpoint.best_path)
-    evaluations: dict[str, Evaluation] = {}
-    for split in ("val", "test"):
-        if split_loaders[split] is not None:
-            evaluations[split] = trainer.evaluate(task, split_loaders[split], split)
-    metrics = {k: v for ev in evaluations.values() for k, v in ev.metrics.items()}
-    report = run_dir / "report.md"
-    if trainer.fabric.is_global_zero:
+def _check_key(config: RunConfig, base: dict[str, Any], sections: list[str], key: str, space: dict[str, Any]) -> None:
+    section, *rest = key.split(".")
+    where = f"tune.space.{key}"
+    if key in _PER_PROCESS:
+        raise ConfigError(f"{where}: cannot change from trial to trial (trials share a process); set it in trainer")
+    if section not in sections:
+        raise ConfigError(f"{where}: unknown section '{section}'{suggest(section, sections)}")
+    node = getattr(config, section)
+    if rest and node is None:
+        raise ConfigError(f"{where}: the config has no '{section}' section; add one (with a name) first")
+    try:
+        apply_params(base, {key: None})  # every part of the path but the last is a mapping
+    except ConfigError as exc:
+        raise ConfigError(f"tune.space.{exc}") from None
+    if not rest:
+        return
+    option = rest[0]
+    if isinstance(node, ComponentSpec):
+        registry = _SECTION_REGISTRIES.get(section)
+        if registry is None or f"{section}.name" in space:
+            return  # the component itself is searched: each trial's validation decides
+        if option in RUNTIME_ARGS.get(registry.kind, ()):
+            raise ConfigError(f"{where}: set by the run itself; it cannot be searched")
+        known, any_key = _component_keys(registry, node)
+    else:
+        known, any_key = set(type(node).model_fields), False
+    if not any_key and option not in known:
+        hint = suggest(option, sorted(known))
+        raise ConfigError(f"{where}: unknown key '{option}' for {section} '{getattr(node, 'name', section)}'{hint}")
+
+
+@RUN_KINDS.register("supervised")
+class SupervisedRun(RunKind):
+    """data → model → task → :class:`~tujie_core.trainer.Trainer` → the best checkpoint evaluated on val and test."""
+
+    config_model = RunConfig
+
+    def check(self, config: RunConfig) -> None:  # type: ignore[override]
+        super().check(config)
+        check_components(config)
+
+    def check_space(self, config: RunConfig, space: dict[str, ParamSpec]) -> None:  # type: ignore[override]
+        """Fail fast, naming the key, when a dotted key of ``space`` cannot be an option of a supervised config."""
+        if str(config.trainer.devices) != "1" or config.trainer.num_nodes != 1:
+            raise ConfigError(
+                "trainer.devices: each trial trains in one process; set devices: 1 and num_nodes: 1 "
+                "(run trials in parallel with workers instead)"
+            )
+        sections = [name for name in RunConfig.model_fields if name != "tune"]
+        base = config.model_dump(mode="json", exclude={"tune"})
+        for key in space:
+            _check_key(config, base, sections, key, space)
+
+    def trial_overrides(self) -> dict[str, Any]:
+        return {"trainer.progress": "none"}
+
+    def folds(self, config: RunConfig, folds: int, stratified: bool) -> list[DataSplits]:  # type: ignore[override]
+        return fold_splits(build_data(config), folds, stratified, config.trainer.seed)
+
+    def train(self, config: RunConfig, context: RunContext) -> RunOutput:  # type: ignore[override]
+        splits = context.data or build_data(config)
+        task = build_task(config, splits.info)
+        trainer = Trainer(config.trainer, callbacks=context.callbacks(), plugins=context.plugins())
+        trainer.run_dir = context.open(trainer.fabric.broadcast, trainer.fabric.is_global_zero)
+        split_loaders = loaders(config, splits)
+        trainer.fit(task, split_loaders["train"], split_loaders["val"], ckpt_path=context.resume)
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.best_path.is_file():
+            trainer.load_weights(task, checkpoint.best_path)
+        evaluations: dict[str, Evaluation] = {}
+        for split in ("val", "test"):
+            if split_loaders[split] is not None:
+                evaluations[split] = trainer.evaluate(task, split_loaders[split], split)
+        metrics = {k: v for ev in evaluations.values() for k, v in ev.metrics.items()}
         info = splits.info
-        save_pretrained(
-            run_dir / "model",
-            task.model,
-            {
-                "name": config.model.name,
-                "input_shape": list(info.input_shape),
-                "num_outputs": info.num_outputs,
-                **config.model.params,
-            },
-            kind=info.kind,
-            class_names=info.class_names,
-            **({"decision_threshold": task.decision_threshold} if info.kind == "binary" else {}),
-            feature_names=info.feature_names,
-        )
-        (run_dir / "summary.json").write_text(
-            json.dumps({"metrics": metrics, "epochs": trainer.state.epoch, "steps": trainer.state.step}, indent=2)
-        )
+        if trainer.fabric.is_global_zero:
+            save_pretrained(
+                trainer.run_dir / "model",
+                task.model,
+                {
+                    "name": config.model.name,
+                    "input_shape": list(info.input_shape),
+                    "num_outputs": info.num_outputs,
+                    **config.model.params,
+                },
+                kind=info.kind,
+                class_names=info.class_names,
+                **({"decision_threshold": task.decision_threshold} if info.kind == "binary" else {}),
+                feature_names=info.feature_names,
+            )
         header = (
             f"Data: `{config.data.name}` ({info.source}), {info.kind}, input shape {info.input_shape}. "
             f"Model: `{config.model.name}`. Epochs run: {trainer.state.epoch}, optimizer steps: "
             f"{trainer.state.step}. Evaluated with the best checkpoint by `{config.trainer.monitor}`."
         )
-        sections = trainer.report_sections()
-        report = write_report(
-            run_dir,
+        return RunOutput(
+            metrics,
             title=f"Run report: {config.name}",
+            header=header,
             evaluations=evaluations,
             history=trainer.state.history,
             class_names=info.class_names,
-            sections=sections,
-            header=header,
+            sections=trainer.report_sections(),
+            summary={"epochs": trainer.state.epoch, "steps": trainer.state.step},
+            model=task,
+            is_global_zero=trainer.fabric.is_global_zero,
         )
-    return RunResult(run_dir, metrics, report, trainer.fabric.is_global_zero)
 
 
 @dataclass
@@ -185,6 +217,8 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         if not path.is_file():
             raise ConfigError(f"{run_dir}: not a finished run folder (missing {path.relative_to(run_dir)})")
     config = load_config(run_dir / "config.yaml")
+    if not isinstance(config, RunConfig):
+        raise ConfigError(f"{run_dir}: a run of kind '{config.kind}'; this works on supervised runs only")
     splits = build_data(config)
     task = build_task(config, splits.info)
     model_config = json.loads((model_dir / CONFIG_NAME).read_text(encoding="utf-8"))

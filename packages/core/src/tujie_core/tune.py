@@ -11,9 +11,7 @@ Rerunning the same command resumes the study and runs only the trials still miss
 
 from __future__ import annotations
 
-import copy
 import csv
-import inspect
 import json
 import math
 import multiprocessing
@@ -39,17 +37,11 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
 from tujie_core.callbacks import Callback
-from tujie_core.components import RUNTIME_ARGS, check_components
-from tujie_core.config import ComponentSpec, ParamSpec, RunConfig
-from tujie_core.data import DATASETS
+from tujie_core.config import BaseRunConfig, ComponentSpec, ParamSpec, apply_params
 from tujie_core.errors import ConfigError, TrainingError, TujieError
-from tujie_core.models import MODELS
-from tujie_core.optim import OPTIMIZERS, SCHEDULERS
 from tujie_core.registry import Registry, format_validation_error
-from tujie_core.registry import suggest as did_you_mean
 from tujie_core.report import save_figure
-from tujie_core.run import train_from_config
-from tujie_core.tasks import TASKS
+from tujie_core.runs import kind_of, parse_config, train_from_config
 
 if TYPE_CHECKING:
     from tujie_core.trainer import Trainer
@@ -66,10 +58,9 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # never blocks a rerun: the target counts COMPLETE + PRUNED trials only.
 HEARTBEAT_S, GRACE_S = 15, 60
 _PRIMITIVE = (str, int, float, bool, type(None))
+
+
 # Trials run one after another in a worker process whose devices and process group are set up once.
-_PER_PROCESS = ("trainer.devices", "trainer.num_nodes", "trainer.strategy")
-
-
 # ---- search space ----------------------------------------------------------------------------------------------
 def parse_space(space: Mapping[str, ParamSpec | Mapping[str, Any]]) -> Space:
     """Validate a ``{dotted key: ParamSpec or dict}`` search space; ConfigError names the key."""
@@ -134,22 +125,6 @@ def decode_params(space: Space, params: Mapping[str, Any]) -> dict[str, Any]:
         if spec.type == "categorical" and key in decoded:
             decoded[key] = _choices(spec)[1].get(decoded[key], decoded[key])
     return decoded
-
-
-def apply_params(raw: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of the config dict ``raw`` with each dotted key of ``params`` set (missing sections are created)."""
-    out = copy.deepcopy(dict(raw))
-    for key, value in params.items():
-        parts = key.split(".")
-        node: Any = out
-        for i, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                path = ".".join(parts[: i + 1])
-                raise ConfigError(f"{key}: cannot set it, '{path}' is not a mapping (it is {child!r})")
-            node = child
-        node[parts[-1]] = copy.deepcopy(value)
-    return out
 
 
 # ---- samplers and pruners --------------------------------------------------------------------------------------
@@ -366,67 +341,8 @@ class _TrialFailed(TujieError):
     """One trial's configuration or training failed; the study goes on."""
 
 
-_SECTION_REGISTRIES: dict[str, Registry] = {
-    "data": DATASETS,
-    "model": MODELS,
-    "task": TASKS,
-    "optimizer": OPTIMIZERS,
-    "scheduler": SCHEDULERS,
-}
-
-
-def _component_keys(registry: Registry, spec: ComponentSpec) -> tuple[set[str], bool]:
-    """Options a component accepts (its spec's own fields + its factory's parameters) and whether it takes any."""
-    params = inspect.signature(registry.get(spec.name)).parameters.values()
-    runtime = set(RUNTIME_ARGS.get(registry.kind, ()))
-    names = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - runtime
-    return names | set(type(spec).model_fields), any(p.kind is p.VAR_KEYWORD for p in params)
-
-
-def check_space(config: RunConfig, space: Space) -> None:
-    """Fail fast, naming the key, when a dotted key of ``space`` cannot be a config option."""
-    sections = [name for name in RunConfig.model_fields if name != "tune"]
-    base = config.model_dump(mode="json", exclude={"tune"})
-    for key in space:
-        section, *rest = key.split(".")
-        where = f"tune.space.{key}"
-        if key in _PER_PROCESS:
-            raise ConfigError(f"{where}: cannot change from trial to trial (trials share a process); set it in trainer")
-        if section not in sections:
-            raise ConfigError(f"{where}: unknown section '{section}'{did_you_mean(section, sections)}")
-        node = getattr(config, section)
-        if rest and node is None:
-            raise ConfigError(f"{where}: the config has no '{section}' section; add one (with a name) first")
-        try:
-            apply_params(base, {key: None})  # every part of the path but the last is a mapping
-        except ConfigError as exc:
-            raise ConfigError(f"tune.space.{exc}") from None
-        if not rest:
-            continue
-        option = rest[0]
-        if isinstance(node, ComponentSpec):
-            registry = _SECTION_REGISTRIES.get(section)
-            if registry is None or f"{section}.name" in space:
-                continue  # the component itself is searched: each trial's validation decides
-            if option in RUNTIME_ARGS.get(registry.kind, ()):
-                raise ConfigError(f"{where}: set by the run itself; it cannot be searched")
-            known, any_key = _component_keys(registry, node)
-        else:
-            known, any_key = set(type(node).model_fields), False
-        if not any_key and option not in known:
-            hint = did_you_mean(option, sorted(known))
-            raise ConfigError(f"{where}: unknown key '{option}' for {section} '{getattr(node, 'name', section)}'{hint}")
-
-
-def _trial_config(base: dict[str, Any], params: Mapping[str, Any]) -> RunConfig:
-    raw = apply_params(base, params)
-    raw.setdefault("trainer", {})["progress"] = "none"
-    try:
-        config = RunConfig.model_validate(raw)
-        check_components(config)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, "", RunConfig)) from None
-    return config
+def _trial_config(base: dict[str, Any], params: Mapping[str, Any]) -> BaseRunConfig:
+    return parse_config(apply_params(base, {**kind_of(base).trial_overrides(), **params}))
 
 
 @dataclass
@@ -540,7 +456,9 @@ def _run_workers(jobs: list[_Job], workers: int) -> None:
         raise error
 
 
-def tune(config: RunConfig, trials: int | None = None, workers: int = 1, output_dir: Path | None = None) -> TuneResult:
+def tune(
+    config: BaseRunConfig, trials: int | None = None, workers: int = 1, output_dir: Path | None = None
+) -> TuneResult:
     """Search ``config.tune.space`` until the study has ``trials`` finished (complete + pruned) trials.
 
     ``workers`` > 1 starts that many processes on the one study (its storage hands out trial numbers). A rerun
@@ -557,18 +475,13 @@ def tune(config: RunConfig, trials: int | None = None, workers: int = 1, output_
     if target < 1:
         raise ConfigError(f"trials: must be at least 1, got {target}")
     space = parse_space(spec.space)
-    check_space(config, space)
-    if str(config.trainer.devices) != "1" or config.trainer.num_nodes != 1:
-        raise ConfigError(
-            "trainer.devices: each trial trains in one process; set devices: 1 and num_nodes: 1 "
-            "(run trials in parallel with workers instead)"
-        )
-    metric = spec.metric or config.trainer.monitor
+    kind_of(config).check_space(config, space)
+    metric = spec.metric or config.monitor
     if not metric.startswith("val/"):
         raise ConfigError(f"tune.metric: the objective must be a validation metric (val/...), got '{metric}'")
-    direction = spec.direction or ("minimize" if config.trainer.mode == "min" else "maximize")
+    direction = spec.direction or ("minimize" if config.mode == "min" else "maximize")
     # Each worker (and each resumed run) derives its own seed from this one: equal seeds would repeat draws.
-    seed = spec.sampler.params.get("seed", config.trainer.seed)
+    seed = spec.sampler.params.get("seed", config.seed)
     if seed is not None and not isinstance(seed, int):
         raise ConfigError(f"tune.sampler.seed: expected a whole number or null, got {seed!r}")
     sampler = ComponentSpec(name=spec.sampler.name, **{k: v for k, v in spec.sampler.params.items() if k != "seed"})
@@ -751,7 +664,7 @@ def _write_outputs(
             f"{reason}; see {tune_dir / 'tune.md'}"
         )
     best_params = _params(best, space)
-    best_config = RunConfig.model_validate(apply_params(base, best_params))
+    best_config = parse_config(apply_params(base, best_params))
     path = tune_dir / "best.yaml"
     header = f"# Best trial {best.number} of study '{study.study_name}': {metric} = {best.value:.6g}\n"
     dumped = yaml.safe_dump(best_config.model_dump(mode="json", exclude={"tune"}), sort_keys=False)

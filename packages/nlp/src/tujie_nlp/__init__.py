@@ -27,11 +27,11 @@ _EXPORTS = {
     "explain": "explain",
     "plot_explanation": "explain",
     "pretrain_mlm": "pretrain",
+    "TextClassificationRun": "run",
     "TextRunConfig": "run",
     "evaluate_text": "run",
     "load_text_config": "run",
     "predict_file": "run",
-    "train_text": "run",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -34,8 +34,8 @@ def _warn_bad(what: str, bad: list, limit: int = 10) -> None:
 
 
 def _print_metrics(title: str, metrics: dict[str, float]) -> None:
-    rows = [(k, f"{v:.4f}", "") for k, v in metrics.items() if not k.endswith(("_micro", "_weighted"))]
-    console.print(metrics_table(title, rows, ("metric", "value", "")))
+    rows = [(k, f"{v:.4f}") for k, v in metrics.items() if not k.endswith(("_micro", "_weighted"))]
+    console.print(metrics_table(title, rows, ("metric", "value")))
 
 
 @app.command()
@@ -50,15 +50,16 @@ def train(
     overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: data.max_length=64"),
 ) -> None:
     """Fine-tune a text classifier and write a run folder (checkpoints, model/, report.md)."""
-    from tujie_nlp.run import load_text_config, train_text
+    from tujie_core import train_from_config
+    from tujie_nlp.run import load_text_config
 
     shortcuts = {"data.train": train_file, "data.val": val_file, "data.test": test_file}
     shortcuts |= {"encoder": encoder, "trainer.max_epochs": epochs}
     extra = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
     if resume is not None and config is None and (resume / "config.yaml").is_file():
         config = resume / "config.yaml"
-    result = train_text(load_text_config(config, [*extra, *overrides]), resume=resume)
-    for split, rows in result.bad_rows.items():
+    result = train_from_config(load_text_config(config, [*extra, *overrides]), resume=resume)
+    for split, rows in result.details["bad_rows"].items():
         _warn_bad(f"{split} data", rows)
     _print_metrics("metrics (best checkpoint)", result.metrics)
     console.print(f"run folder: {result.run_dir}\nmodel: {result.run_dir / 'model'}\nreport: {result.report}")

@@ -14,23 +14,24 @@ def bundled_config(name: str = "tickets") -> Path:
 
 
 def nlp_demo(output_dir: Path, quick: bool = False) -> DemoResult:
+    from tujie_core import train_from_config
     from tujie_nlp.compress import compress_text
     from tujie_nlp.explain import explain, plot_explanation
-    from tujie_nlp.run import load_text_config, train_text
+    from tujie_nlp.run import load_text_config
 
     overrides = [f"output_dir={output_dir}"] + (["trainer.max_epochs=2"] if quick else [])
-    result = train_text(load_text_config(bundled_config(), overrides))
+    result = train_from_config(load_text_config(bundled_config(), overrides))
     metrics = {k: result.metrics[k] for k in ("test/accuracy", "test/f1_macro", "test/ece", "test/loss")}
     notes = [f"report: {result.report}"]
-    test = result.tables["test"]
+    test = result.details["tables"]["test"]
     assert test is not None
-    compression = compress_text(result.classifier, test, result.run_dir / "compression", methods=["int8"])
+    compression = compress_text(result.model, test, result.run_dir / "compression", methods=["int8"])
     fp32, int8 = compression.rows
     metrics["int8 test/accuracy"] = int8.row.metric or 0.0
     metrics["int8 size × smaller"] = fp32.row.size_mb / int8.row.size_mb
     metrics["int8 throughput ×"] = int8.sentences_per_s / fp32.sentences_per_s
     text = test.texts[0]
-    explanation = explain(result.classifier, text)
+    explanation = explain(result.model, text)
     figure = result.run_dir / "explanation.png"
     plot_explanation(explanation, figure)
     notes += [f"compression: {compression.output_dir / 'compression.md'}", f"explanation of '{text}': {figure}"]

@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from tujie_core import ClassificationTask, Schedule, StepOutput
-from tujie_core.optim import OPTIMIZERS, SCHEDULERS
+from tujie_core import OPTIMIZERS, SCHEDULERS, ClassificationTask, Schedule, StepOutput
 
 _LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
 

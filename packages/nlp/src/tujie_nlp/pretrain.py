@@ -22,9 +22,8 @@ from lightning.fabric import seed_everything
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from tujie_core import DataError, Task, Trainer, TrainerConfig
+from tujie_core import DataError, StepOutput, Task, Trainer, TrainerConfig
 from tujie_core.config import ComponentSpec
-from tujie_core.tasks import StepOutput
 from tujie_nlp.data import BadRow, LengthGroupedBatchSampler, TokenizedTexts
 from tujie_nlp.encoders import (
     DEFAULT_ENCODER,

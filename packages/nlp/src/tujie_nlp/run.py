@@ -1,4 +1,5 @@
-"""Fine-tuning runs from a config: data files → TextClassifier → core Trainer → run folder with a report.
+"""Fine-tuning runs (``kind: text_classification`` on core's run layer): data files → TextClassifier → core Trainer →
+run folder with a report. ``tujie train``, ``tujie nlp train``, ``tujie tune`` and ``tujie evaluate cv`` all run it.
 
 A run folder ``<output_dir>/<name>/<timestamp>/`` holds ``config.yaml``, ``metrics.jsonl``, ``checkpoints/``
 (last + best, resumable), ``model/`` (a ``save_pretrained`` folder), ``summary.json``, ``report.md`` with plots,
@@ -8,23 +9,30 @@ and ``bad_rows.txt`` when input rows were skipped.
 from __future__ import annotations
 
 import csv
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
-from lightning.fabric import seed_everything
-from pydantic import Field, ValidationError
+from pydantic import Field
 from sklearn.model_selection import train_test_split
 
-from tujie_core import ConfigError, DataError, Evaluation, Trainer, TrainerConfig, write_report
+from tujie_core import (
+    RUN_KINDS,
+    ConfigError,
+    DataError,
+    Evaluation,
+    RunContext,
+    RunKind,
+    RunOutput,
+    TrainedRunConfig,
+    Trainer,
+    TrainerConfig,
+    write_report,
+)
 from tujie_core.config import ComponentSpec, Strict, apply_overrides, read_yaml
-from tujie_core.registry import format_validation_error
-from tujie_core.run import new_run_dir
 from tujie_nlp.classifier import TextClassifier
 from tujie_nlp.data import BadRow, LabelVocab, TextFormat, TextTable, read_texts
 from tujie_nlp.encoders import DEFAULT_ENCODER
@@ -66,11 +74,11 @@ class TransferConfig(Strict):
     layer_lr_decay: float = Field(1.0, gt=0, le=1, description="lr × decay^(depth below the head)")
 
 
-class TextRunConfig(Strict):
+class TextRunConfig(TrainedRunConfig):
     """A whole fine-tuning run."""
 
+    kind: Literal["text_classification"] = "text_classification"
     name: str = "text"
-    output_dir: Path = Path("runs")
     encoder: str = Field(DEFAULT_ENCODER, description="short name, local folder (e.g. a pretrain output) or hub id")
     dropout: float | None = Field(None, ge=0, lt=1)
     pooling: Literal["auto", "cls", "mean"] = Field("auto", description="auto: mean for sentence-transformers")
@@ -91,15 +99,11 @@ def load_text_config(path: str | Path | None = None, overrides: list[str] | None
     Sections merge into the defaults, so ``optimizer.lr=1e-4`` keeps the default optimizer; a component section
     that names another component (``optimizer: {name: sgd}``) replaces the default one instead.
     """
-    raw = read_yaml(Path(path)) if path is not None else {}
-    defaults = TextRunConfig.model_construct().model_dump(mode="json")
-    raw = {**defaults, **{k: _merged(defaults[k], v) if k in defaults else v for k, v in raw.items()}}
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(read_yaml(Path(path)) if path is not None else {}, overrides or [])
     try:
-        return TextRunConfig.model_validate(raw)
-    except ValidationError as exc:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(where + format_validation_error(exc, "", TextRunConfig)) from None
+        return TextClassificationRun().parse(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
 
 
 def _merged(defaults: Any, given: Any) -> Any:
@@ -170,114 +174,120 @@ def _subset(table: TextTable, rows: list[int], keep_bad: bool) -> TextTable:
     )
 
 
-@dataclass
-class TextRunResult:
-    run_dir: Path
-    metrics: dict[str, float]
-    report: Path
-    classifier: TextClassifier
-    tables: dict[str, TextTable | None] = field(default_factory=dict)
-    bad_rows: dict[str, list[BadRow]] = field(default_factory=dict)
+@RUN_KINDS.register("text_classification")
+class TextClassificationRun(RunKind):
+    """Fine-tune, evaluate the best checkpoint on val and test, save the model and write the report."""
 
+    config_model = TextRunConfig
 
-def train_text(config: TextRunConfig, resume: str | Path | None = None) -> TextRunResult:
-    """Fine-tune, evaluate the best checkpoint on val and test, save the model and write the report.
+    def parse(self, raw: dict[str, Any]) -> TextRunConfig:  # type: ignore[override]
+        defaults = TextRunConfig.model_construct().model_dump(mode="json")
+        merged = {**defaults, **{k: _merged(defaults[k], v) if k in defaults else v for k, v in raw.items()}}
+        return super().parse(merged)  # type: ignore[return-value]
 
-    ``resume``: a run folder (its ``checkpoints/last.ckpt``); the run continues in place, exactly.
-    """
-    seed_everything(config.trainer.seed, workers=True, verbose=False)
-    data = config.data
-    tables = load_tables(data)
-    train = tables["train"]
-    assert train is not None and train.labels is not None
-    labels = LabelVocab.from_labels(train.labels, data.multi_label)
-    classifier = TextClassifier.from_encoder(
-        config.encoder, labels, max_length=data.max_length, dropout=config.dropout, pooling=config.pooling
-    )
-    transfer = config.transfer
-    try:
-        freeze(
-            classifier.model,
-            embeddings=transfer.freeze_embeddings,
-            layers=transfer.freeze_layers,
-            encoder=transfer.feature_extraction,
+    def trial_overrides(self) -> dict[str, Any]:
+        return {"trainer.progress": "none"}
+
+    def folds(self, config: TextRunConfig, folds: int, stratified: bool) -> list[dict[str, TextTable | None]]:  # type: ignore[override]
+        """Folds over the training rows (plus a validation file, if any); the test split stays out."""
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        tables = load_tables(config.data.model_copy(update={"val_fraction": 0.0}))
+        pool = tables["train"]
+        assert pool is not None and pool.labels is not None
+        labels = [row[0] for row in pool.labels]
+        stratify = stratified and not config.data.multi_label and min(map(labels.count, set(labels))) >= folds
+        splitter = (StratifiedKFold if stratify else KFold)(folds, shuffle=True, random_state=config.data.seed)
+        return [
+            {"train": _subset(pool, list(train), keep_bad=True), "val": _subset(pool, list(val), False), "test": None}
+            for train, val in splitter.split(labels, labels)
+        ]
+
+    def train(self, config: TextRunConfig, context: RunContext) -> RunOutput:  # type: ignore[override]
+        data = config.data
+        tables = context.data or load_tables(data)
+        train = tables["train"]
+        assert train is not None and train.labels is not None
+        labels = LabelVocab.from_labels(train.labels, data.multi_label)
+        classifier = TextClassifier.from_encoder(
+            config.encoder, labels, max_length=data.max_length, dropout=config.dropout, pooling=config.pooling
         )
-    except ValueError as exc:
-        raise ConfigError(f"transfer: {exc}") from None
-
-    ckpt = None
-    if resume is not None:
-        ckpt = Path(resume) / "checkpoints" / "last.ckpt"
-        if not ckpt.is_file():
-            raise ConfigError(f"{resume}: nothing to resume (no checkpoints/last.ckpt)")
-        run_dir = Path(resume)
-    else:
-        run_dir = new_run_dir(config)  # type: ignore[arg-type]
-    trainer = Trainer(config.trainer, run_dir=run_dir)
-    run_dir = trainer.fabric.broadcast(run_dir)
-    trainer.run_dir = run_dir
-    if trainer.fabric.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-
-    loaders = {
-        split: classifier.loader(
-            classifier.dataset(table),
-            data.batch_size if split == "train" else data.eval_batch_size,
-            shuffle=split == "train",
-            seed=config.trainer.seed,
-            group_by_length=data.group_by_length,
-        )
-        for split, table in tables.items()
-        if table is not None and len(table)
-    }
-    cfg = config.trainer
-    steps = cfg.max_epochs * math.ceil(len(loaders["train"]) / cfg.accumulate_grad_batches)
-    steps = min(steps, cfg.max_steps or steps)
-    scheduler = None
-    if config.scheduler is not None:
-        scheduler = ComponentSpec(**{"warmup_steps": int(config.warmup_ratio * steps), **config.scheduler.model_dump()})
-    weights = config.class_weights
-    if weights == "balanced":
-        weights = labels.balanced_weights(train.labels)
-    elif weights is not None and len(weights) != len(labels):
-        raise ConfigError(f"class_weights: {len(weights)} weights for {len(labels)} labels {labels.names}")
-    task = classifier.task(
-        optimizer=config.optimizer,
-        scheduler=scheduler,
-        class_weights=weights,
-        label_smoothing=config.label_smoothing,
-        layer_lr_decay=transfer.layer_lr_decay,
-        rdrop=config.rdrop,
-    )
-    trainer.fit(task, loaders["train"], loaders.get("val"), ckpt_path=ckpt)
-    best = trainer.checkpoint_callback
-    if best is not None and best.best_path.is_file():
-        trainer.load_weights(task, best.best_path)
-    evaluations: dict[str, Evaluation] = {
-        split: trainer.evaluate(task, loaders[split], split) for split in ("val", "test") if split in loaders
-    }
-    metrics = {k: v for ev in evaluations.values() for k, v in ev.metrics.items()}
-    bad = {split: t.bad for split, t in tables.items() if t is not None and t.bad}
-    report = run_dir / "report.md"
-    if trainer.fabric.is_global_zero:
-        classifier.model.eval()
-        classifier.save_pretrained(run_dir / "model")
-        summary = {"metrics": metrics, "epochs": trainer.state.epoch, "steps": trainer.state.step}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        if bad:
-            lines = [f"{tables[s].path} {row}" for s, rows in bad.items() for row in rows]  # type: ignore[union-attr]
-            (run_dir / "bad_rows.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        report = write_report(
-            run_dir,
+        transfer = config.transfer
+        try:
+            freeze(
+                classifier.model,
+                embeddings=transfer.freeze_embeddings,
+                layers=transfer.freeze_layers,
+                encoder=transfer.feature_extraction,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"transfer: {exc}") from None
+        trainer = Trainer(config.trainer, callbacks=context.callbacks(), plugins=context.plugins())
+        trainer.run_dir = run_dir = context.open(trainer.fabric.broadcast, trainer.fabric.is_global_zero)
+        loaders = {
+            split: classifier.loader(
+                classifier.dataset(table),
+                data.batch_size if split == "train" else data.eval_batch_size,
+                shuffle=split == "train",
+                seed=config.trainer.seed,
+                group_by_length=data.group_by_length,
+            )
+            for split, table in tables.items()
+            if table is not None and len(table)
+        }
+        task = self._task(config, classifier, labels, train, len(loaders["train"]))
+        trainer.fit(task, loaders["train"], loaders.get("val"), ckpt_path=context.resume)
+        best = trainer.checkpoint_callback
+        if best is not None and best.best_path.is_file():
+            trainer.load_weights(task, best.best_path)
+        evaluations: dict[str, Evaluation] = {
+            split: trainer.evaluate(task, loaders[split], split) for split in ("val", "test") if split in loaders
+        }
+        metrics = {k: v for ev in evaluations.values() for k, v in ev.metrics.items()}
+        bad = {split: t.bad for split, t in tables.items() if t is not None and t.bad}
+        if trainer.fabric.is_global_zero:
+            classifier.model.eval()
+            classifier.save_pretrained(run_dir / "model")
+            if bad:
+                lines = [f"{tables[s].path} {row}" for s, rows in bad.items() for row in rows]  # type: ignore[union-attr]
+                (run_dir / "bad_rows.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return RunOutput(
+            metrics,
             title=f"Text classification report: {config.name}",
+            header=_header(config, classifier, trainer),
             evaluations=evaluations,
             history=trainer.state.history,
             class_names=labels.names,
             sections=[*trainer.report_sections(), _data_section(tables, classifier)],
-            header=_header(config, classifier, trainer),
+            summary={"epochs": trainer.state.epoch, "steps": trainer.state.step},
+            model=classifier,
+            warnings=[tables[s].bad_report() for s in bad],  # type: ignore[union-attr]
+            details={"tables": tables, "bad_rows": bad},
+            is_global_zero=trainer.fabric.is_global_zero,
         )
-    return TextRunResult(run_dir, metrics, report, classifier, tables, bad)
+
+    @staticmethod
+    def _task(config: TextRunConfig, classifier: TextClassifier, labels: LabelVocab, train: TextTable, batches: int):
+        cfg = config.trainer
+        steps = cfg.max_epochs * math.ceil(batches / cfg.accumulate_grad_batches)
+        steps = min(steps, cfg.max_steps or steps)
+        scheduler = None
+        if config.scheduler is not None:
+            warmup = int(config.warmup_ratio * steps)
+            scheduler = ComponentSpec(**{"warmup_steps": warmup, **config.scheduler.model_dump()})
+        weights = config.class_weights
+        if weights == "balanced":
+            weights = labels.balanced_weights(train.labels)
+        elif weights is not None and len(weights) != len(labels):
+            raise ConfigError(f"class_weights: {len(weights)} weights for {len(labels)} labels {labels.names}")
+        return classifier.task(
+            optimizer=config.optimizer,
+            scheduler=scheduler,
+            class_weights=weights,
+            label_smoothing=config.label_smoothing,
+            layer_lr_decay=config.transfer.layer_lr_decay,
+            rdrop=config.rdrop,
+        )
 
 
 def _header(config: TextRunConfig, classifier: TextClassifier, trainer: Trainer) -> str:

@@ -1,0 +1,40 @@
+"""The extension API: what a domain package may import from tujie_core, and nothing else.
+
+Everything in ``tujie_core.__all__`` plus the names below. A test scans every domain package and fails on an import
+outside this list, so a refactor of core's internals cannot break a domain silently, and a domain that needs more
+asks for it here (with a test) instead of reaching into a private module.
+"""
+
+from __future__ import annotations
+
+EXTENSION_API: dict[str, tuple[str, ...]] = {
+    "tujie_core.config": (
+        "ComponentSpec",
+        "DataSpec",
+        "Strict",
+        "TrainerConfig",
+        "apply_overrides",
+        "parse_yaml",
+        "read_yaml",
+    ),
+    "tujie_core.cli": ("console", "err_console", "metrics_table"),
+    "tujie_core.checkpoint": ("atomic_write_bytes", "rng_state", "set_rng_state"),
+    "tujie_core.compress": (
+        "CompressionRow",
+        "DistillationTask",
+        "compression_table",
+        "export_onnx",
+        "low_rank",
+        "measure",
+        "onnx_parity",
+        "prune",
+        "quantize_dynamic",
+    ),
+    "tujie_core.demo": ("DemoResult",),
+    "tujie_core.evaluate": ("choose_threshold", "cross_validate"),
+    "tujie_core.hub": ("ALLOW_DOWNLOADS", "downloads_allowed"),
+    "tujie_core.metrics": ("classification_metrics", "regression_metrics"),
+    "tujie_core.registry": ("suggest", "validate_kwargs"),
+    "tujie_core.report": ("replace_section", "save_figure", "write_report"),
+    "tujie_core.tune": ("optimize", "tune"),
+}
