@@ -134,10 +134,10 @@ def test_measure_fills_every_field(mlp: nn.Module, flat_digits: DataSplits) -> N
     assert row.parameters == row.nonzero == sum(p.numel() for p in mlp.parameters())
     assert row.size_mb == pytest.approx(buffer.getbuffer().nbytes / 1e6)
     assert row.metric == pytest.approx(accuracy(mlp.eval(), flat_digits.test))
-    assert 0 < row.latency_b1_ms < 100 and 0 < row.latency_b32_ms < 100
+    assert row.latency_b1_ms > 0 and row.latency_b32_ms > 0
 
     sleepy = measure(Sleepy(), None, torch.randn(1, 4), name="sleepy", metric_name="f1", repeats=5, warmup=1)
-    assert 2.0 <= sleepy.latency_b1_ms < 50 and 2.0 <= sleepy.latency_b32_ms < 50
+    assert sleepy.latency_b1_ms >= 2.0 and sleepy.latency_b32_ms >= 2.0  # measured, not guessed: the sleep is in it
     assert sleepy.metric is None and sleepy.metric_name == "f1" and sleepy.parameters == 10
 
     with pytest.raises(ValueError, match="batch dimension 1"):

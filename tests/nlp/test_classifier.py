@@ -199,7 +199,7 @@ def test_bad_encoder_names_are_clear(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="not a Hugging Face model folder"):
         TextClassifier.from_encoder(tmp_path / "empty", ["a", "b"])
-    with pytest.raises(ConfigError, match="cannot load"):
+    with pytest.raises(ConfigError, match="not a registered encoder, nor a local folder"):
         TextClassifier.from_encoder("no-such-org/no-such-model", ["a", "b"])
 
 
