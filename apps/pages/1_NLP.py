@@ -85,5 +85,6 @@ if upload is not None:
     st.dataframe(frame.head(20), hide_index=True)
     name = f"{Path(upload.name).stem}-predictions.csv"
     st.download_button("download predictions (CSV)", data, file_name=name, mime="text/csv", on_click="ignore")
-    if summary.bad:
-        st.warning(f"{len(summary.bad)} rows skipped:\n" + "\n".join(f"- {row}" for row in summary.bad))
+    if summary.rejected:
+        shown = "\n".join(f"- {row}" for row in summary.examples)
+        st.warning(f"{summary.rejected} rows skipped:\n{shown}")

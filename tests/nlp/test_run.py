@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def test_predict_file_reports_bad_rows_and_predicts_every_good_one(tiny_bert: Pa
     source.write_bytes(b'id,text\n1,first good\n2,\n3,caf\xe9 latin-1\n4\n5,"second, good"\n6,third good\n')
     summary = predict_file(clf, source, tmp_path / "out" / "pred.csv")
     assert summary.predicted == 3
-    assert [(b.line, b.reason) for b in summary.bad] == [
+    assert [(b.row, b.reason) for b in summary.examples] == [
         (3, "column 'text': empty text"),
         (4, "column 'text': bytes that are not UTF-8"),
         (5, "missing field(s) 'text'"),
@@ -120,8 +121,9 @@ def test_predict_file_reports_bad_rows_and_predicts_every_good_one(tiny_bert: Pa
         assert float(row["p_neg"]) + float(row["p_pos"]) == pytest.approx(1.0, abs=1e-5)
         assert float(row["p_pos"]) == pytest.approx(float(p[1]), abs=1e-6)
         assert row["label"] == ("pos" if p[1] > p[0] else "neg")
-    errors = summary.output.with_name("pred.csv.errors.csv").read_text()
-    assert "4,column 'text': bytes that are not UTF-8" in errors
+    errors = summary.output.with_name("pred.csv.rejects.csv").read_text()
+    assert "4,column 'text': bytes that are not UTF-8" in errors and summary.rejects.name == "pred.csv.rejects.csv"
+    assert summary.rows == summary.predicted + summary.rejected == 6
 
 
 def test_masking_follows_bert(tiny_bert: Path) -> None:
@@ -233,3 +235,36 @@ def test_text_runs_go_through_the_generic_train_tune_and_cv(
     parts = TextClassificationRun().folds(load_text_config(path), 2, stratified=True)
     held_out = [part["val"].lines for part in parts]
     assert not set(held_out[0]) & set(held_out[1]) and len(held_out[0]) + len(held_out[1]) == 40
+
+
+def test_predict_file_interrupted_then_rerun_matches_an_uninterrupted_run(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clf = TextClassifier.from_encoder(tiny_bert, ["neg", "pos"])
+    source = tmp_path / "big.jsonl"
+    lines = [json.dumps({"text": f"message number {i} " + "word " * (i % 9)}) for i in range(300)]
+    lines[123] = "{not json"
+    source.write_text("\n".join(lines) + "\n")
+    whole = predict_file(clf, source, tmp_path / "whole.csv", chunk_size=40, workers=2)
+
+    real, calls = TextClassifier.predict_ids, 0
+
+    def interrupted(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 4:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the file
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(TextClassifier, "predict_ids", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(clf, source, tmp_path / "part.csv", chunk_size=40, workers=2)
+    monkeypatch.setattr(TextClassifier, "predict_ids", real)
+    resumed = predict_file(clf, source, tmp_path / "part.csv", chunk_size=40, workers=2)
+    assert resumed.resumed_from == 120 and (resumed.rows, resumed.predicted, resumed.rejected) == (300, 299, 1)
+    assert (tmp_path / "part.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert (
+        (tmp_path / "part.csv.rejects.csv").read_text()
+        == "line,reason\n124,invalid JSON (Expecting property name enclosed in double quotes at column 2)\n"
+    )
+    assert whole.predicted == 299

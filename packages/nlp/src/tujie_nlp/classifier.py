@@ -221,7 +221,6 @@ class TextClassifier:
         trainer = trainer or Trainer(progress="none")
         return trainer.evaluate(self.task(), self.loader(self.dataset(table), batch_size), "test")
 
-    @torch.no_grad()
     def predict_proba(
         self,
         texts: Sequence[str],
@@ -231,8 +230,15 @@ class TextClassifier:
         device: str | torch.device | None = None,
     ) -> Tensor:
         """Class probabilities (softmax) or per-label probabilities (sigmoid), one row per text, in input order."""
+        return self.predict_ids(self.tokenize(texts, pairs), batch_size=batch_size, device=device)
+
+    @torch.no_grad()
+    def predict_ids(
+        self, input_ids: Sequence[list[int]], *, batch_size: int = 64, device: str | torch.device | None = None
+    ) -> Tensor:
+        """:meth:`predict_proba` on texts already tokenised by :meth:`tokenize` (batch jobs tokenise on workers)."""
         device = torch.device(device) if device is not None else next(self.model.parameters()).device
-        data = TokenizedTexts(self.tokenize(texts, pairs))
+        data = TokenizedTexts(list(input_ids))
         probs = torch.empty(len(data), len(self.labels))
         was_training = self.model.training
         self.model.eval()

@@ -23,14 +23,15 @@ LABEL_COLUMN = typer.Option("label", help="column with the label(s)")
 FORMAT = typer.Option("auto", help="auto | csv | tsv | glue | jsonl | datasets")
 
 
-def _warn_bad(what: str, bad: list, limit: int = 10) -> None:
-    if not bad:
+def _warn_bad(what: str, bad: list, limit: int = 10, total: int | None = None) -> None:
+    total = len(bad) if total is None else total
+    if not total:
         return
-    err_console.print(f"warning: {what}: skipped {len(bad)} bad row(s)", markup=False)
+    err_console.print(f"warning: {what}: skipped {total} bad row(s)", markup=False)
     for row in bad[:limit]:
         err_console.print(f"  {row}", markup=False)
-    if len(bad) > limit:
-        err_console.print(f"  … {len(bad) - limit} more", markup=False)
+    if total > limit:
+        err_console.print(f"  … {total - limit} more", markup=False)
 
 
 def _print_metrics(title: str, metrics: dict[str, float]) -> None:
@@ -104,8 +105,12 @@ def predict(
     format: str = FORMAT,
     batch_size: int = typer.Option(64, min=1),
     threshold: float = typer.Option(0.5, help="multi-label: probability above which a label is given"),
+    chunk_size: int = typer.Option(1024, min=1, help="rows read, predicted and written at a time"),
+    workers: int | None = typer.Option(None, min=1, help="tokenising threads (default: one per core)"),
+    restart: bool = typer.Option(False, "--restart", help="start over instead of resuming an interrupted run"),
 ) -> None:
-    """Classify every good row of a file; bad rows are reported (and written to OUTPUT.errors.csv)."""
+    """Classify every good row of a file of any size, streaming; bad rows go to OUTPUT.rejects.csv, and a rerun
+    after an interruption resumes where it stopped."""
     from tujie_nlp.run import predict_file
 
     summary = predict_file(
@@ -117,9 +122,18 @@ def predict(
         format=format,  # type: ignore[arg-type]
         batch_size=batch_size,
         threshold=threshold,
+        chunk_size=chunk_size,
+        workers=workers,
+        resume=not restart,
+        progress="auto",
     )
-    _warn_bad(str(data), summary.bad)
-    console.print(f"predicted {summary.predicted} row(s) → {summary.output}")
+    if summary.rejected:
+        _warn_bad(str(data), summary.examples, total=summary.rejected)
+        err_console.print(f"  all {summary.rejected} rejected row(s) → {summary.rejects}", markup=False)
+    resumed = f" (resumed after row {summary.resumed_from})" if summary.resumed_from else ""
+    console.print(
+        f"predicted {summary.predicted} row(s) → {summary.output}{resumed}, {summary.rows_per_second:,.0f} rows/s"
+    )
 
 
 @app.command()

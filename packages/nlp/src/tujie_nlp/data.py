@@ -15,6 +15,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,16 +98,8 @@ def read_texts(
     ``label_separator``, default ``|``) or none (an empty field means that no label applies).
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    kind = detect_format(path, format)
     columns = [c for c in (text_column, text_pair_column, label_column) if c]
-    if kind == "datasets":
-        records = _datasets_records(path, split, columns)
-    elif kind == "jsonl":
-        records = _jsonl_records(path)
-    else:
-        records = _delimited_records(path, kind, columns)
+    records = iter_records(path, format=format, columns=columns, split=split)
     table = TextTable(path, [], [] if text_pair_column else None, [] if label_column else None, [])
     for line, record in records:
         if isinstance(record, str):
@@ -128,6 +121,28 @@ def read_texts(
             table.labels.append(labels)
         table.lines.append(line)
     return table
+
+
+def iter_records(
+    path: str | Path, *, format: TextFormat = "auto", columns: Sequence[str] = (), split: str = "train"
+) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """Stream ``(line, record)`` pairs from a file without reading it whole; a bad row's record is its reason.
+
+    Raises :class:`~tujie_core.DataError` at once (not at the first row) for a missing file, an unknown format or
+    a missing column.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    kind = detect_format(path, format)
+    if kind == "datasets":
+        records = _datasets_records(path, split, list(columns))
+    elif kind == "jsonl":
+        records = _jsonl_records(path)
+    else:
+        records = _delimited_records(path, kind, list(columns))
+    first = next(records, None)  # header and column checks run here, before the caller starts its job
+    return chain([first] if first is not None else [], records)
 
 
 def _row_problem(record: dict[str, Any], columns: list[str], text: str, pair: str | None) -> str | None:
@@ -153,45 +168,50 @@ def _labels(value: Any, separator: str | None) -> list[str]:
     return [part.strip() for part in text.split(separator) if part.strip()]
 
 
-def _decoded(path: Path) -> str:
-    """File text; bytes that are not UTF-8 become lone surrogates so that only their rows are rejected."""
-    return path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+def _open_text(path: Path) -> io.TextIOWrapper:
+    """The file as text, read lazily; bytes that are not UTF-8 become lone surrogates so that only their rows are
+    rejected, and a byte-order mark is dropped."""
+    return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
 def _delimited_records(path: Path, kind: str, columns: list[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
     delimiter = "," if kind == "csv" else "\t"
     quoting = csv.QUOTE_NONE if kind == "glue" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(_decoded(path), newline=""), delimiter=delimiter, quoting=quoting)
-    header = [h.strip() for h in next(reader, [])]
-    if not header:
-        raise DataError(f"{path}: the file is empty (expected a header row)")
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise DataError(f"{path}: no column(s) {', '.join(repr(c) for c in missing)} (columns: {', '.join(header)})")
-    start = reader.line_num + 1
-    for fields in reader:
-        line, start = start, reader.line_num + 1
-        if not fields:
-            continue  # blank line
-        if len(fields) > len(header):
-            yield line, f"expected {len(header)} fields, got {len(fields)}"
-            continue
-        yield line, dict(zip(header, fields, strict=False))
+    with _open_text(path) as handle:
+        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+        header = [h.strip() for h in next(reader, [])]
+        if not header:
+            raise DataError(f"{path}: the file is empty (expected a header row)")
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise DataError(
+                f"{path}: no column(s) {', '.join(repr(c) for c in missing)} (columns: {', '.join(header)})"
+            )
+        start = reader.line_num + 1
+        for fields in reader:
+            line, start = start, reader.line_num + 1
+            if not fields:
+                continue  # blank line
+            if len(fields) > len(header):
+                yield line, f"expected {len(header)} fields, got {len(fields)}"
+                continue
+            yield line, dict(zip(header, fields, strict=False))
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    for line, text in enumerate(_decoded(path).splitlines(), start=1):
-        if not text.strip():
-            continue
-        if any("\udc80" <= ch <= "\udcff" for ch in text):
-            yield line, "bytes that are not UTF-8"
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield line, f"invalid JSON ({exc.msg} at column {exc.colno})"
-            continue
-        yield line, record if isinstance(record, dict) else f"expected a JSON object, got {type(record).__name__}"
+    with _open_text(path) as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            if any("\udc80" <= ch <= "\udcff" for ch in text):
+                yield line, "bytes that are not UTF-8"
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield line, f"invalid JSON ({exc.msg} at column {exc.colno})"
+                continue
+            yield line, record if isinstance(record, dict) else f"expected a JSON object, got {type(record).__name__}"
 
 
 def _datasets_records(path: Path, split: str, columns: list[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:

@@ -8,14 +8,12 @@ and ``bad_rows.txt`` when input rows were skipped.
 
 from __future__ import annotations
 
-import csv
 import math
-from dataclasses import dataclass
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from pydantic import Field
 from sklearn.model_selection import train_test_split
 
@@ -33,8 +31,10 @@ from tujie_core import (
     write_report,
 )
 from tujie_core.config import ComponentSpec, Strict, apply_overrides, read_yaml
+from tujie_core.inference import InferenceSummary, Rejected, file_fingerprint, module_fingerprint, predict_stream
+from tujie_core.progress import Mode
 from tujie_nlp.classifier import TextClassifier
-from tujie_nlp.data import BadRow, LabelVocab, TextFormat, TextTable, read_texts
+from tujie_nlp.data import LabelVocab, TextFormat, TextTable, _row_problem, iter_records, read_texts
 from tujie_nlp.encoders import DEFAULT_ENCODER
 from tujie_nlp.modeling import count_parameters, freeze
 
@@ -337,13 +337,6 @@ def evaluate_text(
     return evaluation, table, report
 
 
-@dataclass
-class PredictionSummary:
-    output: Path
-    predicted: int
-    bad: list[BadRow]
-
-
 def predict_file(
     model_dir: str | Path | TextClassifier,
     path: str | Path,
@@ -354,32 +347,65 @@ def predict_file(
     format: TextFormat = "auto",
     batch_size: int = 64,
     threshold: float = 0.5,
-) -> PredictionSummary:
-    """Predict every good row of a file into a CSV (``line``, ``text``, ``label``, one ``p_<label>`` column per
-    label); bad rows are skipped and returned (and written to ``<output>.errors.csv``), never fatal."""
+    chunk_size: int = 1024,
+    workers: int | None = None,
+    resume: bool = True,
+    progress: Mode = "none",
+) -> InferenceSummary:
+    """Predict every good row of a file of any size into a CSV (``line``, ``text``, ``label``, one ``p_<label>``
+    column per label), streaming with core's inference engine: memory flat in file size, tokenisation on
+    ``workers`` threads, bad rows (line, reason) in ``<output>.rejects.csv``, and a rerun after an interruption
+    resumes where it stopped (same file, model and options) with output identical to an uninterrupted run."""
     classifier = model_dir if isinstance(model_dir, TextClassifier) else TextClassifier.from_pretrained(model_dir)
-    table = read_texts(
-        path, format=format, text_column=text_column, text_pair_column=text_pair_column, label_column=None
-    )
-    probs = classifier.predict_proba(table.texts, table.pairs, batch_size=batch_size)
+    columns = [c for c in (text_column, text_pair_column) if c]
+    iter_records(path, format=format, columns=columns)  # a missing file or column fails now, not in a worker
     names = classifier.labels.names
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["line", "text", "label", *(f"p_{n}" for n in names)])
-        for line, text, row in zip(table.lines, table.texts, probs, strict=True):
+    tokenizing = threading.Lock()  # a fast tokenizer is not safe to call from two threads; it parallelises itself
+
+    def prepare(records: list[dict[str, Any] | str]) -> list[Any]:
+        good: list[tuple[str, str | None]] = []
+        items: list[Any] = []
+        for record in records:
+            problem = (
+                record if isinstance(record, str) else _row_problem(record, columns, text_column, text_pair_column)
+            )
+            if problem is not None:
+                items.append(Rejected(problem))
+                continue
+            good.append((str(record[text_column]), str(record[text_pair_column]) if text_pair_column else None))
+            items.append(None)
+        with tokenizing:
+            ids = classifier.tokenize([t for t, _ in good], [p for _, p in good] if text_pair_column else None)
+        filled = iter(zip(good, ids, strict=True))
+        return [item if isinstance(item, Rejected) else next(filled) for item in items]
+
+    def predict(items: list[tuple[tuple[str, str | None], list[int]]]) -> list[list[Any]]:
+        probs = classifier.predict_ids([ids for _, ids in items], batch_size=batch_size).tolist()
+        rows = []
+        for ((text, _), _), row in zip(items, probs, strict=True):
             if classifier.labels.multi_label:
-                label = "|".join(n for n, p in zip(names, row.tolist(), strict=True) if p > threshold)
+                label = "|".join(n for n, p in zip(names, row, strict=True) if p > threshold)
             else:
-                label = names[int(torch.argmax(row))]
-            writer.writerow([line, text, label, *(f"{p:.6f}" for p in row.tolist())])
-    errors = output.with_name(output.name + ".errors.csv")
-    if table.bad:
-        with errors.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["line", "reason"])
-            writer.writerows([b.line, b.reason] for b in table.bad)
-    elif errors.exists():
-        errors.unlink()
-    return PredictionSummary(output, len(table), table.bad)
+                label = names[max(range(len(row)), key=row.__getitem__)]
+            rows.append([text, label, *(f"{p:.6f}" for p in row)])
+        return rows
+
+    job = {
+        "input": file_fingerprint(path),
+        "model": module_fingerprint(classifier.model),
+        "labels": names,
+        "options": [text_column, text_pair_column, format, batch_size, threshold, classifier.max_length],
+    }
+    return predict_stream(
+        lambda: iter_records(path, format=format, columns=columns),
+        predict,
+        output,
+        header=["text", "label", *(f"p_{n}" for n in names)],
+        prepare=prepare,
+        id_column="line",
+        chunk_size=chunk_size,
+        workers=workers,
+        resume=resume,
+        job=job,
+        progress=progress,
+    )
