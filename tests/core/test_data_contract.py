@@ -267,9 +267,9 @@ class Replacing(Plugin):
         self.optimizer = trainer.optimizer
         trainer.train_loader = [next(iter(trainer.train_loader))]
 
-    def backward(self, trainer, loss, *, backward) -> None:
+    def backward(self, trainer, loss, *, backward, sample_losses=None) -> None:
         self.backwards += 1
-        backward(loss)
+        backward(loss, sample_losses=sample_losses)
 
     def state_dict(self) -> dict:
         return {"backwards": self.backwards}

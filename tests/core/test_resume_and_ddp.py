@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -71,3 +72,24 @@ def test_non_finite_loss_on_one_process_stops_every_process(tmp_path: Path) -> N
     assert "step 3" in proc.stderr and "non-finite on another process" in proc.stderr  # rank 0 says why it stopped
     assert "loss is nan" in proc.stderr  # rank 1 names the value
     assert not out.exists()
+
+
+@pytest.mark.multiprocess
+def test_custom_samplers_are_kept_and_shared_out_across_processes(tmp_path: Path) -> None:
+    common = ["--devices", "2", "--batch-size", "8", "--epochs", "2", "--dropout", "0"]
+    log = tmp_path / "subset"
+    assert_ok(
+        run_script("--out", str(tmp_path / "a.safetensors"), "--sampler", "subset", "--index-log", str(log), *common)
+    )
+    ranks = [json.loads(Path(f"{log}.rank{r}.json").read_text()) for r in (0, 1)]
+    for epoch in (0, 1):  # 64 rows an epoch, 32 on each process: each takes its own share, together all 64
+        shares = [set(seen[32 * epoch : 32 * (epoch + 1)]) for seen in ranks]
+        assert len(shares[0]) == len(shares[1]) == 32 and shares[0] | shares[1] == set(range(64))
+    assert ranks[0][:32] != ranks[0][32:64]  # reseeded every epoch
+
+    log = tmp_path / "weighted"
+    assert_ok(
+        run_script("--out", str(tmp_path / "b.safetensors"), "--sampler", "weighted", "--index-log", str(log), *common)
+    )
+    for r in (0, 1):
+        assert set(json.loads(Path(f"{log}.rank{r}.json").read_text())) == {9}  # weights [0]*9 + [1] + [0]...

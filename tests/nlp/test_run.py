@@ -264,7 +264,6 @@ def test_predict_file_interrupted_then_rerun_matches_an_uninterrupted_run(
     assert resumed.resumed_from == 120 and (resumed.rows, resumed.predicted, resumed.rejected) == (300, 299, 1)
     assert (tmp_path / "part.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
     assert (
-        (tmp_path / "part.csv.rejects.csv").read_text()
-        == "line,reason\n124,invalid JSON (Expecting property name enclosed in double quotes at column 2)\n"
-    )
+        tmp_path / "part.csv.rejects.csv"
+    ).read_text() == "line,reason\n124,invalid JSON (Expecting property name enclosed in double quotes at column 2)\n"
     assert whole.predicted == 299

@@ -6,12 +6,14 @@ Writes the final weights to --out (safetensors).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
+from pathlib import Path
 
 from lightning.fabric import seed_everything
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, SubsetRandomSampler, WeightedRandomSampler
 
 from tujie_core import Callback, ClassificationTask, Trainer, create_model
 from tujie_core.data import digits
@@ -43,6 +45,26 @@ class NonFiniteOnRank(ClassificationTask):
         return loss
 
 
+class IndexLog(Dataset):
+    """The wrapped dataset, noting every index this process reads."""
+
+    def __init__(self, data) -> None:
+        self.data, self.seen = data, []
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        self.seen.append(int(index))
+        return self.data[index]
+
+
+def custom_sampler(name: str, size: int):
+    if name == "subset":  # the first 64 rows only, in a random order
+        return SubsetRandomSampler(range(64))
+    return WeightedRandomSampler([0.0] * 9 + [1.0] + [0.0] * (size - 10), num_samples=64)  # only row 9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -58,11 +80,15 @@ def main() -> None:
     parser.add_argument("--kill-at-step", type=int)
     parser.add_argument("--resume")
     parser.add_argument("--nan-on-rank", type=int, help="make the loss NaN on this process at step 3")
+    parser.add_argument("--sampler", choices=["subset", "weighted"], help="a custom sampler for the training data")
+    parser.add_argument("--index-log", help="write the training rows each process read to INDEX_LOG.rank<r>.json")
     args = parser.parse_args()
 
     seed_everything(0, verbose=False)
     splits = digits(val_fraction=0.1, test_fraction=0.0)
     train = splits.train if not args.samples else Subset(splits.train, range(args.samples))
+    train = IndexLog(train) if args.index_log else train
+    sampler = custom_sampler(args.sampler, len(train)) if args.sampler else None
     model = create_model("mlp", input_shape=(64,), num_outputs=10, hidden=[32], dropout=args.dropout)
     options = {"num_classes": 10, "optimizer": {"name": args.optimizer, "lr": 0.05}}
     if args.nan_on_rank is not None:
@@ -83,10 +109,12 @@ def main() -> None:
     )
     trainer.fit(
         task,
-        DataLoader(train, batch_size=args.batch_size, shuffle=True),
+        DataLoader(train, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler),
         DataLoader(splits.val, batch_size=128),
         ckpt_path=args.resume,
     )
+    if args.index_log:
+        Path(f"{args.index_log}.rank{trainer.fabric.global_rank}.json").write_text(json.dumps(train.seen))
     if trainer.fabric.is_global_zero:
         save_file({k: v.contiguous() for k, v in task.model.state_dict().items()}, args.out)
 

@@ -32,6 +32,7 @@ EXTENSION_API: dict[str, tuple[str, ...]] = {
     ),
     "tujie_core.demo": ("DemoResult",),
     "tujie_core.evaluate": ("choose_threshold", "cross_validate"),
+    "tujie_core.hub": ("ALLOW_DOWNLOADS", "downloads_allowed"),
     "tujie_core.inference": (
         "InferenceSummary",
         "Rejected",
@@ -41,8 +42,8 @@ EXTENSION_API: dict[str, tuple[str, ...]] = {
         "module_fingerprint",
         "predict_stream",
     ),
-    "tujie_core.hub": ("ALLOW_DOWNLOADS", "downloads_allowed"),
     "tujie_core.metrics": ("classification_metrics", "regression_metrics"),
+    "tujie_core.optim": ("build_optimizer",),
     "tujie_core.progress": ("Mode",),
     "tujie_core.registry": ("suggest", "validate_kwargs"),
     "tujie_core.report": ("replace_section", "save_figure", "write_report"),

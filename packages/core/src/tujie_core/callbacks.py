@@ -64,7 +64,10 @@ class Plugin(Callback):
 
     In ``fit``: ``wrap`` (before Fabric's setup, on the raw objects) → Fabric's setup → ``setup`` (after it:
     ``trainer.model``, ``trainer.optimizer`` and ``trainer.train_loader`` may be replaced) → per micro-batch
-    ``backward(trainer, loss, backward=...)``, which must call ``backward`` (or replace it) → the callback hooks.
+    ``backward(trainer, loss, backward=..., sample_losses=...)``, which must call ``backward`` (or replace it) →
+    the callback hooks. A plugin that sets ``needs_sample_losses = True`` gets ``sample_losses``: one loss per
+    sample, scaled like ``loss`` (their mean is ``loss``), for per-sample gradient clipping such as Opacus' ghost
+    clipping; ``None`` when the task cannot split its loss (:meth:`Task.sample_losses`).
     Raise :class:`~tujie_core.ConfigError` from ``wrap`` or ``setup`` to refuse a run the plugin cannot handle
     (for example several processes). The privacy package builds DP-SGD on this; any package can register a plugin
     in the ``tujie.plugins`` entry-point group and name it under ``plugins:`` in a run config.
@@ -75,10 +78,14 @@ class Plugin(Callback):
     ) -> tuple[nn.Module, Optimizer, Iterable[Any]]:
         return model, optimizer, train_loader
 
+    needs_sample_losses: bool = False
+
     def setup(self, trainer: Trainer) -> None: ...
 
-    def backward(self, trainer: Trainer, loss: Tensor, *, backward: Callable[[Tensor], Any]) -> None:
-        backward(loss)
+    def backward(
+        self, trainer: Trainer, loss: Tensor, *, backward: Callable[..., Any], sample_losses: Tensor | None = None
+    ) -> None:
+        backward(loss, sample_losses=sample_losses)
 
 
 def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:

@@ -20,7 +20,7 @@ from torchmetrics import Metric, MetricCollection
 from tujie_core.config import ComponentSpec
 from tujie_core.errors import DataError
 from tujie_core.metrics import DEFAULT_THRESHOLDS, classification_metrics, curve_metrics, regression_metrics
-from tujie_core.optim import OPTIMIZERS, SCHEDULERS, Schedule
+from tujie_core.optim import OPTIMIZERS, SCHEDULERS, Schedule, build_optimizer
 from tujie_core.registry import Registry
 
 TASKS: Registry = Registry("tasks")
@@ -30,13 +30,15 @@ SpecLike = ComponentSpec | dict[str, Any] | None
 
 @dataclass
 class StepOutput:
-    """What one batch produced: a differentiable mean loss, detached predictions for metrics, and the number of
-    items (samples, tokens, voxels, boxes) the loss is averaged over."""
+    """What one batch produced: a differentiable mean loss, detached predictions for metrics, the number of
+    items (samples, tokens, voxels, boxes) the loss is averaged over and, when asked for, one loss per sample whose
+    mean is ``loss`` (per-sample gradient clipping needs them: Opacus' ghost clipping)."""
 
     loss: Tensor
     preds: Tensor
     target: Any
     num_items: int
+    sample_losses: Tensor | None = None
 
 
 def batch_length(obj: Any) -> int:
@@ -119,19 +121,25 @@ class Task:
     def loss(self, outputs: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def sample_losses(self, outputs: Tensor, target: Tensor) -> Tensor | None:
+        """One loss per sample whose mean is :meth:`loss`; None (the default) when the task has no such split."""
+        return None
+
     def predictions(self, outputs: Tensor) -> Tensor:
         """Model outputs → what metrics and ``predict`` see (probabilities or values)."""
         return outputs
 
-    def step(self, batch: Any, with_predictions: bool = True) -> StepOutput:
-        """Loss of one batch; ``with_predictions=False`` skips the predictions when no metric needs them."""
+    def step(self, batch: Any, with_predictions: bool = True, sample_losses: bool = False) -> StepOutput:
+        """Loss of one batch; ``with_predictions=False`` skips the predictions when no metric needs them;
+        ``sample_losses=True`` adds :meth:`sample_losses` (None when the task has none)."""
         inputs, target = self.unpack(batch)
         if target is None:
             raise DataError("a training or evaluation batch has no target; unlabelled batches can only be predicted")
         outputs = self.forward(inputs)
         loss = self.loss(outputs, target)
         preds = self.predictions(outputs.detach()) if with_predictions else outputs.detach()
-        return StepOutput(loss, preds, target, self.num_items(batch))
+        per_sample = self.sample_losses(outputs, target) if sample_losses else None
+        return StepOutput(loss, preds, target, self.num_items(batch), per_sample)
 
     def predict_step(self, batch: Any) -> Tensor:
         """Predictions for a batch, labelled or not."""
@@ -156,7 +164,7 @@ class Task:
             decay = [p for p in params if p.ndim > 1]
             no_decay = [p for p in params if p.ndim <= 1]
             params = [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-        optimizer = OPTIMIZERS.create(spec.name, where="optimizer", runtime={"params": params}, **spec.params)
+        optimizer = build_optimizer(spec.name, params, **spec.params)
         if self.scheduler_spec is None:
             return optimizer, None
         sched = self.scheduler_spec
@@ -212,14 +220,29 @@ class ClassificationTask(Task):
             )
         return F.binary_cross_entropy_with_logits(outputs, target.float(), pos_weight=weights)
 
+    def sample_losses(self, outputs: Tensor, target: Tensor) -> Tensor | None:
+        if self.kind == "multiclass":
+            if self.class_weights is not None:
+                return None  # a class-weighted mean is not the mean of per-sample losses
+            target = target.float() if _is_soft(target, outputs) else target.long()
+            return F.cross_entropy(outputs, target, label_smoothing=self.label_smoothing, reduction="none")
+        weights = None if self.class_weights is None else self.class_weights.to(outputs.device)
+        if self.kind == "binary":
+            pos_weight = None if weights is None else weights[1] / weights[0]
+            return F.binary_cross_entropy_with_logits(
+                outputs.reshape(-1), target.reshape(-1).float(), pos_weight=pos_weight, reduction="none"
+            )
+        losses = F.binary_cross_entropy_with_logits(outputs, target.float(), pos_weight=weights, reduction="none")
+        return losses.reshape(len(losses), -1).mean(1)
+
     def predictions(self, outputs: Tensor) -> Tensor:
         if self.kind == "multiclass":
             return outputs.float().softmax(dim=-1)
         probs = outputs.float().sigmoid()
         return probs.reshape(-1) if self.kind == "binary" else probs
 
-    def step(self, batch: Any, with_predictions: bool = True) -> StepOutput:
-        out = super().step(batch, with_predictions)
+    def step(self, batch: Any, with_predictions: bool = True, sample_losses: bool = False) -> StepOutput:
+        out = super().step(batch, with_predictions, sample_losses)
         if with_predictions:
             soft = self.kind == "multiclass" and _is_soft(out.target, out.preds)
             out.target = out.target.argmax(-1) if soft else out.target.long()  # metrics see the dominant class
@@ -264,6 +287,10 @@ class RegressionTask(Task):
 
     def loss(self, outputs: Tensor, target: Tensor) -> Tensor:
         return self.loss_fn(outputs.reshape(target.shape), target.float())
+
+    def sample_losses(self, outputs: Tensor, target: Tensor) -> Tensor | None:
+        losses = self.loss_fn(outputs.reshape(target.shape), target.float(), reduction="none")
+        return losses.reshape(len(losses), -1).mean(1)
 
     def predictions(self, outputs: Tensor) -> Tensor:
         return outputs.float().squeeze(-1) if outputs.ndim > 1 and outputs.shape[-1] == 1 else outputs.float()

@@ -152,7 +152,8 @@ class Trainer:
         for plugin in self.plugins:
             plugin.setup(self)
         self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay is not None else None
-        self._backward = fabric.backward
+        self._backward = lambda loss, sample_losses=None: fabric.backward(loss)
+        self._sample_losses = any(plugin.needs_sample_losses for plugin in self.plugins)
         for plugin in reversed(self.plugins):  # the first plugin's backward runs outermost
             self._backward = partial(plugin.backward, self, backward=self._backward)
         extra = [LRScheduling(schedule)] if schedule is not None else []
@@ -292,8 +293,12 @@ class Trainer:
         for i, batch in enumerate(window):
             batch = fabric.to_device(batch)
             with fabric.no_backward_sync(model, enabled=self.world_size > 1 and i < len(window) - 1):
-                out = task.step(batch, with_predictions=train_metrics is not None)
-                self._backward(out.loss * (sizes[i] * self.world_size / max(n_global, 1)))
+                # sample_losses only when a plugin asks: Task subclasses written before it keep working
+                asked = {"sample_losses": True} if self._sample_losses else {}
+                out = task.step(batch, train_metrics is not None, **asked)
+                weight = sizes[i] * self.world_size / max(n_global, 1)
+                per_sample = None if out.sample_losses is None else out.sample_losses * weight
+                self._backward(out.loss * weight, sample_losses=per_sample)
             weighted_losses.append(out.loss.detach().float() * sizes[i])
             if train_metrics is not None:
                 with counting_mode():

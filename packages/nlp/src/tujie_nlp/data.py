@@ -313,10 +313,9 @@ class PadCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, items: list[tuple[Any, ...]]) -> tuple[Tensor, ...]:
-        width = max(len(item[0]) for item in items)
-        ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
-        for row, item in enumerate(items):
-            ids[row, : len(item[0])] = torch.as_tensor(item[0], dtype=torch.long)
+        rows = [item[0].tolist() if isinstance(item[0], Tensor) else list(item[0]) for item in items]
+        width = max(len(row) for row in rows)
+        ids = torch.tensor([row + [self.pad_token_id] * (width - len(row)) for row in rows], dtype=torch.long)
         if len(items[0]) == 1:
             return (ids,)
         return ids, torch.stack([item[1] for item in items])

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from tujie_core import OPTIMIZERS, SCHEDULERS, ClassificationTask, Schedule, StepOutput
+from tujie_core import SCHEDULERS, ClassificationTask, Schedule, StepOutput
+from tujie_core.optim import build_optimizer
 
 _LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
 
@@ -163,9 +164,9 @@ class TextClassificationTask(ClassificationTask):
         self.layer_lr_decay = layer_lr_decay
         self.rdrop = rdrop
 
-    def step(self, batch: Any, with_predictions: bool = True) -> StepOutput:
+    def step(self, batch: Any, with_predictions: bool = True, sample_losses: bool = False) -> StepOutput:
         if not (self.rdrop and self.model.training):
-            return super().step(batch, with_predictions)
+            return super().step(batch, with_predictions, sample_losses)
         inputs, target = self.unpack(batch)
         first, second = self.forward(torch.cat([inputs, inputs])).float().chunk(2)
         loss = (self.loss(first, target) + self.loss(second, target)) / 2
@@ -183,7 +184,7 @@ class TextClassificationTask(ClassificationTask):
         weight_decay = float(options.pop("weight_decay", 0.0))
         raw = getattr(self.model, "module", self.model)  # unwrapped when a plugin wrapped it
         groups = layerwise_groups(raw, lr, self.layer_lr_decay, weight_decay, encoder_layers(raw))
-        optimizer = OPTIMIZERS.create(spec.name, where="optimizer", runtime={"params": groups}, lr=lr, **options)
+        optimizer = build_optimizer(spec.name, groups, lr=lr, **options)
         if self.scheduler_spec is None:
             return optimizer, None
         sched = self.scheduler_spec

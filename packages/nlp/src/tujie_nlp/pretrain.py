@@ -94,8 +94,8 @@ class MaskedLMTask(Task):
         """Masked tokens: the loss is their mean, so accumulation and processes weight batches by them."""
         return int(self.unpack(batch)[1].ne(IGNORE).sum())
 
-    def step(self, batch: Any, with_predictions: bool = True) -> StepOutput:
-        inputs, target = self.unpack(batch)
+    def step(self, batch: Any, with_predictions: bool = True, sample_losses: bool = False) -> StepOutput:
+        inputs, target = self.unpack(batch)  # no per-sample losses: the loss is a mean over masked tokens
         outputs = self.forward(inputs)
         return StepOutput(self.loss(outputs, target), outputs.detach()[:0], target[:0], self.num_items(batch))
 

@@ -53,8 +53,8 @@ class DistillationTask(ClassificationTask):
         self.alpha = alpha
         self.teacher = teacher.eval().requires_grad_(False)
 
-    def step(self, batch: Any, with_predictions: bool = True) -> StepOutput:
-        inputs, target = self.unpack(batch)
+    def step(self, batch: Any, with_predictions: bool = True, sample_losses: bool = False) -> StepOutput:
+        inputs, target = self.unpack(batch)  # no per-sample losses (not asked for: distillation is not private)
         outputs = self.forward(inputs)
         loss = (1 - self.alpha) * self.loss(outputs, target)
         if self.alpha > 0:
