@@ -18,7 +18,7 @@ import torch
 from _common import Row, parse_args, report
 
 from tujie_core import RunConfig, train_from_config
-from tujie_core.compress import compress_run
+from tujie_core.runs import compress_run
 
 ANCHOR = "PyTorch tutorial 'Dynamic quantization on BERT' (BERT-base, MRPC)"
 ANCHOR_SIZE_RATIO = 438 / 181

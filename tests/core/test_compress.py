@@ -165,7 +165,12 @@ def test_compression_table_ratios_and_json() -> None:
         "latency_b32_ms": 80.0,
         "metric_name": "accuracy",
         "metric": 0.85,
+        "throughput": None,
+        "throughput_unit": "items/s",
     }
+    base.throughput, small.throughput = 200.0, 500.0  # with a throughput on every row, two more columns
+    rated = compression_table([base, small]).splitlines()
+    assert rated[0].endswith("| items/s | items/s × |") and rated[3].endswith("| 500.0 | 2.50 |")
 
 
 # ---- pruning --------------------------------------------------------------------------------------------------------
@@ -284,8 +289,14 @@ def test_low_rank_full_rank_reproduces_and_energy_shrinks(mlp: nn.Module, flat_d
     assert accuracy(small, flat_digits.test) > 0.6
     assert isinstance(low_rank(mlp, energy=1.0)[7], nn.Linear)  # 64→10 at rank 10: factorising would not save
 
-    for kwargs in ({}, {"rank": 4, "energy": 0.5}, {"energy": 0.0}, {"energy": 1.5}, {"rank": 0}):
-        with pytest.raises(ValueError):
+    for kwargs, message in (
+        ({}, "exactly one of rank or energy"),
+        ({"rank": 4, "energy": 0.5}, "exactly one of rank or energy"),
+        ({"energy": 0.0}, r"energy must be in \(0, 1\]"),
+        ({"energy": 1.5}, r"energy must be in \(0, 1\]"),
+        ({"rank": 0}, "rank must be at least 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
             low_rank(mlp, **kwargs)
 
 

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
+import optuna
 import pytest
 import torch
 import yaml
@@ -16,6 +17,7 @@ import yaml
 from tujie_core import (
     RUN_KINDS,
     BaseRunConfig,
+    Callback,
     ConfigError,
     ModelCheckpoint,
     RunContext,
@@ -115,12 +117,22 @@ def test_a_custom_kind_trains_through_the_cli_into_a_run_folder(tujie, tmp_path:
     assert load_config(run_dir / "config.yaml").rounds == 3  # the resolved config, re-loadable
 
 
+class EpochRecorder(Callback):
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def on_train_epoch_end(self, loop, metrics) -> None:
+        self.epochs.append(loop.state.epoch)
+
+
 def test_a_custom_kind_resumes_exactly(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     straight = train_from_config(load_config(path, ["rounds=4"]))
     first = train_from_config(load_config(path, ["rounds=2"]))
-    resumed = train_from_config(load_config(path, ["rounds=4"]), resume=first.run_dir)
+    recorder = EpochRecorder()
+    resumed = train_from_config(load_config(path, ["rounds=4"]), resume=first.run_dir, callbacks=[recorder])
     assert resumed.run_dir == first.run_dir
+    assert recorder.epochs == [3, 4]  # continued after round 2, not started over
     assert resumed.model == straight.model  # same noise draws after the resume: bit-identical
 
 
@@ -133,6 +145,8 @@ def test_a_custom_kind_is_tuned_with_pruning_callbacks(tujie, tmp_path: Path) ->
     best = load_config(tune_dir / "best.yaml")
     assert isinstance(best, DescentConfig) and best.lr > 0.01  # tiny steps never get near the target
     assert len(list((tune_dir / "trials").iterdir())) == 4
+    study = optuna.load_study(study_name="descent", storage=f"sqlite:///{tune_dir / 'study.db'}")
+    assert [sorted(t.intermediate_values) for t in study.trials] == [[1, 2, 3, 4]] * 4  # the pruning callback reported
 
 
 def test_a_kind_refuses_what_it_cannot_do(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from tujie_core import ConfigError, RunConfig, load_config, train_from_config
-from tujie_core.compress import compress_run
-from tujie_core.compress import run as compress_run_module
+from tujie_core import run as supervised_run_module
+from tujie_core.runs import compress_run
 
 CONFIGS = Path(__file__).parents[2] / "packages" / "core" / "src" / "tujie_core" / "configs"
 
@@ -147,7 +147,7 @@ def test_compress_run_checks_every_name_and_option_before_any_work(
     def no_work(*args, **kwargs):
         raise AssertionError("compression work started before the request was checked")
 
-    monkeypatch.setattr(compress_run_module, "loaders", no_work)
+    monkeypatch.setattr(supervised_run_module, "loaders", no_work)
     with pytest.raises(ConfigError, match=message):
         compress_run(digits_run, methods, **kwargs)
 
@@ -158,6 +158,6 @@ def test_compress_run_leaves_distillation_out_of_a_regression_run(diabetes_run: 
     assert result.rows[0].metric_name == "r2"
     assert result.notes == ["distil left out: distillation needs a classification run."]
     assert result.notes[0] in (result.output_dir / "compression.md").read_text()
-    monkeypatch.setattr(compress_run_module, "loaders", None)  # asked for explicitly: refused before any work
+    monkeypatch.setattr(supervised_run_module, "loaders", None)  # asked for explicitly: refused before any work
     with pytest.raises(ConfigError, match=r"compress\.distil: distillation needs a classification run"):
         compress_run(diabetes_run, ["int8", "distil"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from importlib import metadata
 from pathlib import Path
 
@@ -23,3 +24,7 @@ def test_demo_nlp_part_trains_compresses_and_explains(tujie, tmp_path: Path) -> 
     (run_dir,) = (tmp_path / "demo" / "tickets").iterdir()
     for name in ("report.md", "model/model.safetensors", "compression/compression.md", "explanation.png"):
         assert (run_dir / name).is_file(), name
+    accuracy = json.loads((run_dir / "summary.json").read_text())["metrics"]["test/accuracy"]
+    assert accuracy > 0.5  # four teams: chance is 0.25
+    rows = json.loads((run_dir / "compression" / "compression.json").read_text())
+    assert [r["method"] for r in rows] == ["fp32", "int8"] and rows[1]["size_mb"] < rows[0]["size_mb"]

@@ -68,6 +68,8 @@ def test_resume_continues_exactly(tiny_bert: Path, sentiment_csv: Path, tmp_path
     resumed_config = config_for(tiny_bert, sentiment_csv, tmp_path / "b", "trainer.max_epochs=2", *constant)
     resumed = train_from_config(resumed_config, resume=first.run_dir)
     assert resumed.run_dir == first.run_dir
+    logged = [json.loads(line)["epoch"] for line in (first.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2]  # continued at epoch 2; a restart would have logged 1, 1, 2
     a = torch.load(straight.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["model"]
     b = torch.load(resumed.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["model"]
     assert a.keys() == b.keys()
@@ -183,20 +185,22 @@ def test_compression_table_and_a_loadable_student(tiny_bert: Path, sentiment_csv
     result = compress_text(
         clf, table, tmp_path / "c", options={"distil": {"layers": 1, "epochs": 2}}, train_table=table, repeats=3
     )
-    fp32, int8, distil = (r.row for r in result.rows)
+    fp32, int8, distil = result.rows
     assert [fp32.method, int8.method, distil.method] == ["fp32", "int8", "distil"]
     assert int8.size_mb < fp32.size_mb and distil.parameters < fp32.parameters
     assert int8.metric is not None and distil.metric is not None
     # the tiny model's probabilities sit near 0.5, so compare them, not its accuracy, with the int8 model's
     int8_clf = TextClassifier(quantize_dynamic(clf.model), clf.tokenizer, clf.labels)
     torch.testing.assert_close(int8_clf.predict_proba(table.texts), clf.predict_proba(table.texts), atol=0.02, rtol=0)
-    assert all(r.sentences_per_s > 0 for r in result.rows)
+    assert all(r.throughput > 0 and r.throughput_unit == "sent/s" for r in result.rows)
     assert "sent/s" in (tmp_path / "c" / "compression.md").read_text()
     student = TextClassifier.from_pretrained(tmp_path / "c" / "student")
     assert student.model.config.num_hidden_layers == 1
     assert all(p.requires_grad for p in clf.model.parameters())  # the teacher is handed back trainable
-    with pytest.raises(ConfigError, match="unknown method"):
+    with pytest.raises(ConfigError, match="'int4' is not in the compressors registry"):
         compress_text(clf, table, tmp_path / "d", methods=["int4"])
+    with pytest.raises(ConfigError, match=r"compress\.distil\.layer: unknown key"):
+        compress_text(clf, table, tmp_path / "d", options={"distil": {"layer": 1}}, train_table=table)
     with pytest.raises(ConfigError, match="needs labelled training text"):
         compress_text(clf, table, tmp_path / "d", methods=["distil"])
 
@@ -223,13 +227,18 @@ def test_text_runs_go_through_the_generic_train_tune_and_cv(
     assert "val/accuracy" in trained.stdout
     (run_dir,) = (tmp_path / "runs" / "sentiment").glob("2*")
     assert (run_dir / "model" / "tujie_nlp.json").is_file()  # a text classifier folder, as tujie nlp train writes
+    compressed = tujie("compress", str(run_dir), "--methods", "int8", cwd=tmp_path)  # core's verb, text run
+    assert compressed.returncode == 0, compressed.stderr
+    assert "| int8 |" in compressed.stdout and "sent/s" in (run_dir / "compression" / "compression.md").read_text()
+    assert "## Compression" in (run_dir / "report.md").read_text()
     tuned = tujie("tune", str(path), cwd=tmp_path)
     assert tuned.returncode == 0, tuned.stderr
     assert load_text_config(tmp_path / "runs" / "sentiment" / "tune" / "best.yaml").kind == "text_classification"
     from tujie_core.evaluate import cross_validate
 
     cv = cross_validate(load_text_config(path), 2)
-    assert len(cv.run_dirs) == 2 and 0 <= cv.mean["val/accuracy"] <= 1
+    assert len(cv.run_dirs) == 2 and all((d / "model" / "tujie_nlp.json").is_file() for d in cv.run_dirs)
+    assert cv.mean["val/accuracy"] == pytest.approx(sum(f["val/accuracy"] for f in cv.folds) / 2)
     from tujie_nlp.run import TextClassificationRun
 
     parts = TextClassificationRun().folds(load_text_config(path), 2, stratified=True)

@@ -28,7 +28,16 @@ from tujie_core.pretrained import load_pretrained, save_pretrained
 from tujie_core.registry import Registry
 from tujie_core.report import write_report
 from tujie_core.run import SupervisedRun
-from tujie_core.runs import RUN_KINDS, RunContext, RunKind, RunOutput, RunResult, load_config, train_from_config
+from tujie_core.runs import (
+    RUN_KINDS,
+    RunContext,
+    RunKind,
+    RunOutput,
+    RunResult,
+    compress_run,
+    load_config,
+    train_from_config,
+)
 from tujie_core.tasks import TASKS, ClassificationTask, RegressionTask, StepOutput, Task
 from tujie_core.trainer import Evaluation, Trainer
 
@@ -73,6 +82,7 @@ __all__ = [
     "TrainingError",
     "TujieError",
     "WeightEMA",
+    "compress_run",
     "create_model",
     "load_config",
     "load_pretrained",

@@ -20,8 +20,13 @@ EXTENSION_API: dict[str, tuple[str, ...]] = {
     "tujie_core.cli": ("console", "err_console", "metrics_table"),
     "tujie_core.checkpoint": ("atomic_write_bytes", "rng_state", "set_rng_state"),
     "tujie_core.compress": (
+        "COMPRESSORS",
+        "CompressionContext",
+        "CompressionResult",
         "CompressionRow",
         "DistillationTask",
+        "check_methods",
+        "compress_model",
         "compression_table",
         "export_onnx",
         "low_rank",

@@ -124,8 +124,9 @@ def compress(
     student: list[str] = typer.Option([], help="distillation student's model option: hidden=[32]"),
 ) -> None:
     """Compress a trained run with each method and write a size/latency/metric table into its report."""
-    from tujie_core.compress import DEFAULT_METHODS, compress_run
     from tujie_core.config import apply_overrides
+    from tujie_core.run import DEFAULT_METHODS
+    from tujie_core.runs import compress_run
 
     names = None if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
     if names == []:

@@ -27,8 +27,7 @@ def bundled_config(name: str) -> Path:
 def core_demo(output_dir: Path, quick: bool = False) -> DemoResult:
     """Train an MLP on scikit-learn's digits with the core trainer, report on the held-out test split, and compress
     it (int8, ONNX) into a size/latency/accuracy table in the report."""
-    from tujie_core.compress import compress_run
-    from tujie_core.runs import train_from_config
+    from tujie_core.runs import compress_run, train_from_config
 
     overrides = [f"output_dir={output_dir}"] + (["trainer.max_epochs=5"] if quick else [])
     config = load_config(bundled_config("digits_mlp"), overrides)

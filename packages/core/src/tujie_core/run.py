@@ -6,23 +6,34 @@ A run folder ``<output_dir>/<name>/<timestamp>/`` holds ``config.yaml`` (resolve
 
 from __future__ import annotations
 
+import copy
 import inspect
+import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file
+from torch import nn
 from torch.utils.data import DataLoader
 
 from tujie_core.components import RUNTIME_ARGS, check_components
+from tujie_core.compress import (
+    CompressionContext,
+    CompressionResult,
+    DistillationTask,
+    check_methods,
+    compress_model,
+)
 from tujie_core.config import ComponentSpec, ParamSpec, RunConfig, TrainerConfig, apply_params
 from tujie_core.data import DATASETS, DataInfo, DataSplits, fold_splits
 from tujie_core.errors import ConfigError
 from tujie_core.models import MODELS, create_model
 from tujie_core.optim import OPTIMIZERS, SCHEDULERS
 from tujie_core.pretrained import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
-from tujie_core.registry import Registry, suggest
+from tujie_core.registry import Registry, suggest, validate_kwargs
 from tujie_core.runs import RUN_KINDS, RunContext, RunKind, RunOutput, load_config
 from tujie_core.tasks import TASKS, Task
 from tujie_core.trainer import Evaluation, Trainer
@@ -126,6 +137,18 @@ class SupervisedRun(RunKind):
 
     config_model = RunConfig
 
+    def compress(  # type: ignore[override]
+        self,
+        run_dir: Path,
+        config: RunConfig,
+        methods: Sequence[str] | None,
+        options: dict[str, dict[str, Any]],
+        *,
+        fine_tune_epochs: int = 2,
+        student: dict[str, Any] | None = None,
+    ) -> CompressionResult:
+        return compress_supervised(run_dir, methods, options, fine_tune_epochs, student)
+
     def check(self, config: RunConfig) -> None:  # type: ignore[override]
         super().check(config)
         check_components(config)
@@ -227,3 +250,133 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     if "decision_threshold" in model_config:
         task.decision_threshold = float(model_config["decision_threshold"])
     return LoadedRun(run_dir, config, splits, task, model_config)
+
+
+# ---- compression -----------------------------------------------------------------------------------------------
+DEFAULT_METHODS = ("prune", "lowrank", "int8", "distil")
+
+
+def shrunk_widths(params: dict[str, Any], factor: int = 2, minimum: int = 8) -> dict[str, Any]:
+    """Default distillation student: the teacher's registry options with ``hidden``/``channels`` widths ÷ ``factor``."""
+    return {
+        k: [max(minimum, w // factor) for w in v] if k in ("hidden", "channels") and isinstance(v, list) else v
+        for k, v in params.items()
+    }
+
+
+def _distil_options(teacher: Any, temperature: float = 4.0, alpha: float = 0.7) -> None:
+    """The options of a supervised run's ``distil`` (checked before any work)."""
+
+
+def _check_request(
+    run: LoadedRun, methods: Sequence[str] | None, options: dict[str, dict[str, Any]], fine_tune_epochs: int
+) -> tuple[list[str], list[str]]:
+    """The methods to run and notes on defaults left out; ConfigError for a name, an option or a combination
+    that would fail later."""
+    regression = run.splits.info.kind == "regression"
+    notes = []
+    if methods is None:
+        names = [m for m in DEFAULT_METHODS if not (regression and m == "distil")]
+        if regression:
+            notes.append("distil left out: distillation needs a classification run.")
+    else:
+        names = list(methods)
+    if regression and "distil" in names:
+        raise ConfigError("compress.distil: distillation needs a classification run; this one is regression")
+    if fine_tune_epochs < 0:
+        raise ConfigError(f"fine_tune_epochs must be ≥ 0, got {fine_tune_epochs}")
+    if fine_tune_epochs == 0 and "qat" in names:
+        raise ConfigError("compress.qat: quantisation-aware training needs fine_tune_epochs ≥ 1, got 0")
+    check_methods(names, options, provided=("distil", "fine_tune", "calibration"), distil=_distil_options)
+    return names, notes
+
+
+def compress_supervised(
+    run_dir: Path,
+    methods: Sequence[str] | None,
+    options: dict[str, dict[str, Any]],
+    fine_tune_epochs: int = 2,
+    student: dict[str, Any] | None = None,
+) -> CompressionResult:
+    """A supervised run's compression: default :data:`DEFAULT_METHODS`, without ``distil`` for a regression run
+    (said in the notes). Metric: accuracy (classification) or R² (regression) on the test split (else
+    validation), on the CPU. Fine-tuning (after pruning and low-rank; QAT's training) runs ``fine_tune_epochs``
+    epochs (0: none, which QAT cannot do) with the run's optimizer at a tenth of its learning rate; the distilled
+    student (``student``: registry options of the run's model, over the default :func:`shrunk_widths`; ``distil``
+    options ``temperature``, ``alpha``) trains as long as the run did."""
+    run = load_run(run_dir)
+    config, info = run.config, run.splits.info
+    methods, notes = _check_request(run, methods, options, fine_tune_epochs)
+    student_params = {**shrunk_widths(config.model.params), **(student or {})}
+    if "distil" in methods:
+        where, runtime = "compress.student", ("input_shape", "num_outputs")
+        validate_kwargs(MODELS.get(config.model.name), student_params, where=where, skip=runtime)
+    elif student:
+        raise ConfigError("compress.student: options for the distillation student, but distil is not run")
+    split_loaders = loaders(config, run.splits)
+    eval_split = "test" if split_loaders["test"] is not None else "val"
+    eval_loader, train_loader = split_loaders[eval_split], split_loaders["train"]
+    if eval_loader is None or train_loader is None:
+        raise ConfigError(f"{run.run_dir}: compression needs a train split and a test or validation split")
+    metric_name = "r2" if info.kind == "regression" else "accuracy"
+    evaluator = cpu_trainer(config.trainer)
+
+    def task_for(model: nn.Module, **changes: Any) -> Any:
+        task = copy.copy(run.task)
+        task.model = model
+        for key, value in changes.items():
+            setattr(task, key, value)
+        return task
+
+    def evaluate(model: nn.Module) -> float:
+        metrics = evaluator.evaluate(task_for(model), eval_loader, eval_split, curves=False).metrics
+        return metrics[f"{eval_split}/{metric_name}"]
+
+    def fit(task: Any, epochs: int) -> None:
+        cpu_trainer(config.trainer, max_epochs=epochs, max_steps=None).fit(task, train_loader, split_loaders["val"])
+
+    def fine_tune(model: nn.Module) -> nn.Module:
+        spec = run.task.optimizer_spec
+        lr = spec.params.get("lr", 1e-3) * 0.1
+        fit(task_for(model, optimizer_spec=spec.model_copy(update={"lr": lr}), scheduler_spec=None), fine_tune_epochs)
+        return model
+
+    def distil(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.7) -> nn.Module:
+        model = create_model(
+            config.model.name, input_shape=info.input_shape, num_outputs=info.num_outputs, **student_params
+        )
+        task = DistillationTask(
+            model,
+            teacher,
+            run.task.num_classes,
+            temperature=temperature,
+            alpha=alpha,
+            mode=run.task.kind,
+            optimizer=config.optimizer,
+            scheduler=config.scheduler,
+        )
+        fit(task, config.trainer.max_epochs)
+        return model.eval()
+
+    sample = next(iter(DataLoader(eval_loader.dataset, batch_size=1)))
+    context = CompressionContext(
+        example=run.task.unpack(sample)[0].float(),
+        calibration=[run.task.unpack(b)[0] for b in itertools.islice(iter(train_loader), 8)],
+        fine_tune=fine_tune if fine_tune_epochs else None,
+        distil=distil,
+        workdir=run.run_dir / "compression",
+    )
+    result = compress_model(
+        run.task.model,
+        evaluate,
+        context,
+        run.run_dir / "compression",
+        methods=methods,
+        options=options,
+        title=config.name,
+        metric_name=metric_name,
+        note=" ".join([f"{metric_name} on the {eval_split} split;", *notes]),
+        report=run.run_dir / "report.md",
+    )
+    result.notes = notes
+    return result

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 from lightning.fabric import seed_everything
@@ -28,6 +28,9 @@ from tujie_core.errors import ConfigError
 from tujie_core.registry import Registry, format_validation_error
 from tujie_core.report import write_report
 from tujie_core.trainer import Evaluation
+
+if TYPE_CHECKING:
+    from tujie_core.compress import CompressionResult
 
 RUN_KINDS: Registry = Registry("runs")
 
@@ -133,6 +136,43 @@ class RunKind:
 
     def train(self, config: BaseRunConfig, context: RunContext) -> RunOutput:
         raise NotImplementedError
+
+    def compress(
+        self,
+        run_dir: Path,
+        config: BaseRunConfig,
+        methods: Sequence[str] | None,
+        options: dict[str, dict[str, Any]],
+        *,
+        fine_tune_epochs: int = 2,
+        student: dict[str, Any] | None = None,
+    ) -> CompressionResult:
+        """Compress the trained model of a finished run folder with ``tujie_core.compress.compress_model``.
+
+        ``student``: options of the distillation student (its size); ``fine_tune_epochs``: training after
+        pruning and low-rank, and for QAT, where the kind can train.
+        """
+        raise ConfigError(f"compression is not available for runs of kind '{config.kind}'")
+
+
+def compress_run(
+    run_dir: str | Path,
+    methods: Sequence[str] | None = None,
+    *,
+    options: dict[str, dict[str, Any]] | None = None,
+    fine_tune_epochs: int = 2,
+    student: dict[str, Any] | None = None,
+) -> CompressionResult:
+    """Compress a finished run folder of any kind with each of ``methods`` (default: the kind's own choice);
+    ``options``: method → its keyword arguments, checked before any work. The table goes to
+    ``<run>/compression/compression.{md,json}`` and replaces the compression section of the run's report."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir}: not a finished run folder (missing config.yaml)")
+    config = load_config(run_dir / "config.yaml")
+    return kind_of(config).compress(
+        run_dir, config, methods, options or {}, fine_tune_epochs=fine_tune_epochs, student=student
+    )
 
 
 def kind_of(config: BaseRunConfig | dict[str, Any]) -> RunKind:

@@ -206,14 +206,14 @@ def compress(
     data: Path = typer.Argument(..., help="labelled evaluation file"),
     output_dir: Path = typer.Argument(..., help="where the table and the distilled student go"),
     train_file: Path | None = typer.Option(None, "--train", help="labelled training text (needed by distil)"),
-    methods: str = typer.Option("int8,distil", help="comma-separated: int8, distil"),
+    methods: str = typer.Option("int8,distil", help="comma-separated core compressors: int8, distil, prune, lowrank"),
     layers: int = typer.Option(2, help="distil: student layers"),
     epochs: int = typer.Option(2, help="distil: training epochs"),
     text_column: str = TEXT_COLUMN,
     label_column: str = LABEL_COLUMN,
     format: str = FORMAT,
 ) -> None:
-    """Compress a classifier (dynamic int8, distillation) into a size/latency/accuracy table."""
+    """Compress a classifier (dynamic int8, distillation, pruning, low-rank) into a size/latency/accuracy table."""
     from tujie_nlp.classifier import TextClassifier
     from tujie_nlp.compress import compress_text
     from tujie_nlp.run import TextDataConfig, read_split

@@ -27,9 +27,9 @@ def nlp_demo(output_dir: Path, quick: bool = False) -> DemoResult:
     assert test is not None
     compression = compress_text(result.model, test, result.run_dir / "compression", methods=["int8"])
     fp32, int8 = compression.rows
-    metrics["int8 test/accuracy"] = int8.row.metric or 0.0
-    metrics["int8 size × smaller"] = fp32.row.size_mb / int8.row.size_mb
-    metrics["int8 throughput ×"] = int8.sentences_per_s / fp32.sentences_per_s
+    metrics["int8 test/accuracy"] = int8.metric or 0.0
+    metrics["int8 size × smaller"] = fp32.size_mb / int8.size_mb
+    metrics["int8 throughput ×"] = (int8.throughput or 0.0) / (fp32.throughput or 1.0)
     text = test.texts[0]
     explanation = explain(result.model, text)
     figure = result.run_dir / "explanation.png"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from tujie_core import (
     TrainerConfig,
     write_report,
 )
+from tujie_core.compress import CompressionResult
 from tujie_core.config import ComponentSpec, Strict, apply_overrides, read_yaml
 from tujie_core.inference import InferenceSummary, Rejected, file_fingerprint, module_fingerprint, predict_stream
 from tujie_core.progress import Mode
@@ -202,6 +204,42 @@ class TextClassificationRun(RunKind):
             {"train": _subset(pool, list(train), keep_bad=True), "val": _subset(pool, list(val), False), "test": None}
             for train, val in splitter.split(labels, labels)
         ]
+
+    def compress(  # type: ignore[override]
+        self,
+        run_dir: Path,
+        config: TextRunConfig,
+        methods: Sequence[str] | None,
+        options: dict[str, dict[str, Any]],
+        *,
+        fine_tune_epochs: int = 2,
+        student: dict[str, Any] | None = None,
+    ) -> CompressionResult:
+        """The run's classifier through core's compression loop: default int8 and distil, measured on the test
+        split (else validation); ``student`` holds distil's options (``layers``, ``epochs``). No fine-tuning after
+        pruning or low-rank (``fine_tune_epochs`` is not used; QAT is not available)."""
+        from tujie_nlp.compress import DEFAULT_TEXT_METHODS, compress_text
+
+        methods = list(methods or DEFAULT_TEXT_METHODS)
+        if student:
+            if "distil" not in methods:
+                raise ConfigError("compress.student: options for the distillation student, but distil is not run")
+            options = {**options, "distil": {**student, **options.get("distil", {})}}
+        tables = load_tables(config.data)
+        split = "test" if tables["test"] is not None else "val"
+        if tables[split] is None:
+            raise ConfigError(f"{run_dir}: compression needs a test or validation split")
+        return compress_text(
+            run_dir / "model",
+            tables[split],  # type: ignore[arg-type]
+            run_dir / "compression",
+            methods=methods,
+            options=options,
+            train_table=tables["train"],
+            batch_size=config.data.batch_size,
+            trainer=config.trainer,
+            report=run_dir / "report.md",
+        )
 
     def train(self, config: TextRunConfig, context: RunContext) -> RunOutput:  # type: ignore[override]
         data = config.data

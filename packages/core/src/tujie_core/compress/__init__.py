@@ -19,11 +19,10 @@ from tujie_core.compress.onnx import OnnxModule, export_onnx, onnx_parity
 from tujie_core.compress.pruning import make_permanent, prune
 from tujie_core.compress.quantize import quantize_aware, quantize_dynamic, quantize_static
 from tujie_core.compress.registry import COMPRESSORS, CompressionContext, compress
-from tujie_core.compress.run import DEFAULT_METHODS, REPORT_SECTION, CompressionResult, compress_run, shrunk_widths
+from tujie_core.compress.run import REPORT_SECTION, CompressionResult, check_methods, compress_model
 
 __all__ = [
     "COMPRESSORS",
-    "DEFAULT_METHODS",
     "REPORT_SECTION",
     "CompressionContext",
     "CompressionResult",
@@ -31,8 +30,9 @@ __all__ = [
     "DistillationTask",
     "OnnxModule",
     "TrainFn",
+    "check_methods",
     "compress",
-    "compress_run",
+    "compress_model",
     "compression_table",
     "export_onnx",
     "low_rank",
@@ -44,5 +44,4 @@ __all__ = [
     "quantize_dynamic",
     "quantize_static",
     "rows_to_json",
-    "shrunk_widths",
 ]

@@ -29,6 +29,8 @@ class CompressionRow:
     latency_b32_ms: float
     metric_name: str
     metric: float | None
+    throughput: float | None = None  # items/s over a whole evaluation set, when the caller measures it
+    throughput_unit: str = "items/s"
 
 
 def measure(
@@ -77,14 +79,16 @@ def compression_table(rows: list[CompressionRow], baseline: CompressionRow | Non
     """Markdown table with ratios against ``baseline`` (default: the first row).
 
     ``size ×`` is how many times smaller, ``b1 ×``/``b32 ×`` how many times faster, ``Δ`` the metric change in
-    points (×100, for metrics in [0, 1] such as accuracy).
+    points (×100, for metrics in [0, 1] such as accuracy); two throughput columns when every row has one.
     """
     base = baseline or rows[0]
     metric = base.metric_name
+    rate = base.throughput is not None and all(row.throughput for row in rows)
+    unit = f" {base.throughput_unit} | {base.throughput_unit} × |" if rate else ""
     lines = [
         "| method | details | params | nonzero | size MB | size × | b1 ms | b1 × | b32 ms | b32 × "
-        f"| {metric} | Δ pts |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {metric} | Δ pts |{unit}",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if rate else ""),
     ]
     for row in rows:
         score = "–" if row.metric is None else f"{row.metric:.4f}"
@@ -103,6 +107,8 @@ def compression_table(rows: list[CompressionRow], baseline: CompressionRow | Non
             score,
             delta,
         ]
+        if rate:
+            cells += [f"{row.throughput:.1f}", f"{row.throughput / base.throughput:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -27,14 +27,14 @@ class CompressionContext:
 
     ``example``: one input batch of size 1 (tracing, export). ``calibration``: input batches for static int8.
     ``fine_tune``: trains a model (see :data:`TrainFn`); used after pruning and low-rank when given, required by
-    ``qat``. ``distil``: teacher → trained student (e.g. a :class:`DistillationTask` fitted by the Trainer),
-    required by ``distil``. ``workdir``: where file-based variants (ONNX) are written.
+    ``qat``. ``distil``: ``(teacher, **options)`` → trained student (e.g. a :class:`DistillationTask` fitted by
+    the Trainer), required by ``distil``. ``workdir``: where file-based variants (ONNX) are written.
     """
 
     example: Tensor
     calibration: Iterable[Any] = ()
     fine_tune: TrainFn | None = None
-    distil: Callable[[nn.Module], nn.Module] | None = None
+    distil: Callable[..., nn.Module] | None = None
     workdir: Path | None = None
 
 
@@ -133,8 +133,9 @@ def _onnx_entry(model: nn.Module, context: CompressionContext, path: Path | None
 
 
 @COMPRESSORS.register("distil")
-def _distil_entry(model: nn.Module, context: CompressionContext) -> tuple[nn.Module, str]:
-    """``context.distil(copy of the model as teacher)`` → the trained student."""
-    student = _need(context.distil, "distil", "distil")(_copy(model))
+def _distil_entry(model: nn.Module, context: CompressionContext, **options: Any) -> tuple[nn.Module, str]:
+    """``context.distil(copy of the model as teacher, **options)`` → the trained student (the options are the
+    distil function's: student size, temperature, epochs, ...)."""
+    student = _need(context.distil, "distil", "distil")(_copy(model), **options)
     sizes = [sum(p.numel() for p in m.parameters()) for m in (student, model)]
     return student, f"distilled student, {sizes[0]:,} parameters (teacher {sizes[1]:,})"
