@@ -46,6 +46,7 @@ EXTENSION_API: dict[str, tuple[str, ...]] = {
         "file_fingerprint",
         "module_fingerprint",
         "predict_stream",
+        "release_memory",
     ),
     "tujie_core.metrics": ("classification_metrics", "regression_metrics"),
     "tujie_core.optim": ("build_optimizer",),

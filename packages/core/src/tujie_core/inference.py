@@ -23,6 +23,8 @@ data. At the end, good rows + rejected rows = input rows, checked.
 from __future__ import annotations
 
 import csv
+import ctypes
+import ctypes.util
 import hashlib
 import io
 import json
@@ -45,6 +47,27 @@ from tujie_core.progress import Mode, resolve_mode
 
 PROGRESS_VERSION = 1
 EXAMPLES_KEPT = 100  # bad rows kept in memory for the summary; the rejects file has them all
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim  # glibc only
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _libc_trim() if sys.platform.startswith("linux") else None
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    glibc raises its mmap threshold as large blocks are freed, so after warm-up every tensor of a forward pass comes
+    from the heap, and a long job's resident memory creeps up with fragmentation (measured: +100 MB from 5,000 to
+    20,000 rows of text prediction). Trimming after every chunk keeps it flat at no measurable cost.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 @dataclass(frozen=True)
@@ -163,6 +186,7 @@ def predict_stream(
             state["output_bytes"], state["rejects_bytes"] = out.tell(), bad.tell()
             atomic_write_bytes(state_path, json.dumps(state).encode())
             meter.update(state["rows"])
+            release_memory()
     meter.close(state["rows"])
     if state["predicted"] + state["rejected"] != state["rows"]:  # pragma: no cover - an engine bug, never data
         raise RuntimeError(
