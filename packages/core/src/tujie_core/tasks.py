@@ -209,31 +209,27 @@ class ClassificationTask(Task):
         self.class_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
 
     def loss(self, outputs: Tensor, target: Tensor) -> Tensor:
+        return self._criterion(outputs, target, "mean")
+
+    def sample_losses(self, outputs: Tensor, target: Tensor) -> Tensor | None:
+        if self.kind == "multiclass" and self.class_weights is not None:
+            return None  # a class-weighted mean is not the mean of per-sample losses
+        losses = self._criterion(outputs, target, "none")
+        return losses.reshape(len(losses), -1).mean(1)  # multi-label: the mean over labels, as the loss
+
+    def _criterion(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
         weights = None if self.class_weights is None else self.class_weights.to(outputs.device)
         if self.kind == "multiclass":
             target = target.float() if _is_soft(target, outputs) else target.long()  # soft: mixup/cutmix
-            return F.cross_entropy(outputs, target, weight=weights, label_smoothing=self.label_smoothing)
+            return F.cross_entropy(
+                outputs, target, weight=weights, label_smoothing=self.label_smoothing, reduction=reduction
+            )
         if self.kind == "binary":
             pos_weight = None if weights is None else weights[1] / weights[0]
             return F.binary_cross_entropy_with_logits(
-                outputs.reshape(-1), target.reshape(-1).float(), pos_weight=pos_weight
+                outputs.reshape(-1), target.reshape(-1).float(), pos_weight=pos_weight, reduction=reduction
             )
-        return F.binary_cross_entropy_with_logits(outputs, target.float(), pos_weight=weights)
-
-    def sample_losses(self, outputs: Tensor, target: Tensor) -> Tensor | None:
-        if self.kind == "multiclass":
-            if self.class_weights is not None:
-                return None  # a class-weighted mean is not the mean of per-sample losses
-            target = target.float() if _is_soft(target, outputs) else target.long()
-            return F.cross_entropy(outputs, target, label_smoothing=self.label_smoothing, reduction="none")
-        weights = None if self.class_weights is None else self.class_weights.to(outputs.device)
-        if self.kind == "binary":
-            pos_weight = None if weights is None else weights[1] / weights[0]
-            return F.binary_cross_entropy_with_logits(
-                outputs.reshape(-1), target.reshape(-1).float(), pos_weight=pos_weight, reduction="none"
-            )
-        losses = F.binary_cross_entropy_with_logits(outputs, target.float(), pos_weight=weights, reduction="none")
-        return losses.reshape(len(losses), -1).mean(1)
+        return F.binary_cross_entropy_with_logits(outputs, target.float(), pos_weight=weights, reduction=reduction)
 
     def predictions(self, outputs: Tensor) -> Tensor:
         if self.kind == "multiclass":
