@@ -267,7 +267,7 @@ class Replacing(Plugin):
         self.optimizer = trainer.optimizer
         trainer.train_loader = [next(iter(trainer.train_loader))]
 
-    def backward(self, trainer, loss, *, backward, sample_losses=None) -> None:
+    def backward(self, trainer, loss, *, backward, sample_losses=None, weight=1.0) -> None:
         self.backwards += 1
         backward(loss, sample_losses=sample_losses)
 

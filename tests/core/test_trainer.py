@@ -248,3 +248,30 @@ def test_ema_is_what_validation_checkpoints_and_fit_return(blob_loaders, tmp_pat
     assert any("EMA with decay 0.9 over 18" in section for section in trainer.report_sections())
     with pytest.raises(ConfigError, match="ema_decay"):
         quiet(ema_decay=1.0)
+
+
+def test_micro_batches_give_the_full_batch_update_and_metrics_hooks_reach_the_log() -> None:
+    from tujie_core import Callback
+    from tujie_core.trainer import split_batch
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(20, 4, generator=generator), torch.randint(0, 2, (20,), generator=generator)
+
+    class Logs(Callback):
+        def epoch_metrics(self, trainer) -> dict[str, float]:
+            return {"extra/steps": float(trainer.state.step)}
+
+    weights = []
+    for micro in (None, 3):
+        torch.manual_seed(1)
+        model = nn.Linear(4, 2)
+        task = ClassificationTask(model, num_classes=2, optimizer={"name": "sgd", "lr": 0.5})
+        trainer = Trainer(accelerator="cpu", max_epochs=2, progress="none", micro_batch_size=micro, callbacks=[Logs()])
+        trainer.fit(task, DataLoader(TensorDataset(x, y), batch_size=10))
+        assert trainer.state.step == 4 and trainer.state.history[-1]["extra/steps"] == 4.0
+        weights.append(model.weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1])
+    assert [len(part["x"]) for part in split_batch({"x": x[:7], "y": y[:7]}, 3)] == [3, 3, 1]
+    assert [len(a) for a, _ in split_batch((["a"] * 5, y[:5]), 2)] == [2, 2, 1]
+    with pytest.raises(ConfigError, match="cannot split a batch of type object"):
+        split_batch(object(), 2)

@@ -50,6 +50,10 @@ class Callback:
     def on_train_epoch_end(self, trainer: Loop, metrics: dict[str, float]) -> None: ...
     def on_fit_end(self, trainer: Loop) -> None: ...
 
+    def epoch_metrics(self, trainer: Loop) -> dict[str, float]:
+        """Values to add to the epoch's metrics (and the metrics log) before ``on_train_epoch_end``."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -64,10 +68,16 @@ class Plugin(Callback):
 
     In ``fit``: ``wrap`` (before Fabric's setup, on the raw objects) → Fabric's setup → ``setup`` (after it:
     ``trainer.model``, ``trainer.optimizer`` and ``trainer.train_loader`` may be replaced) → per micro-batch
-    ``backward(trainer, loss, backward=..., sample_losses=...)``, which must call ``backward`` (or replace it) →
-    the callback hooks. A plugin that sets ``needs_sample_losses = True`` gets ``sample_losses``: one loss per
-    sample, scaled like ``loss`` (their mean is ``loss``), for per-sample gradient clipping such as Opacus' ghost
-    clipping; ``None`` when the task cannot split its loss (:meth:`Task.sample_losses`).
+    ``backward(trainer, loss, backward=..., sample_losses=..., weight=...)``, which must call ``backward`` (or
+    replace it) → the callback hooks. ``loss`` is the micro-batch's mean loss times ``weight``, its share of the
+    optimizer step's items (1 when a step is one batch). A plugin that sets ``needs_sample_losses = True`` gets
+    ``sample_losses``: one loss per sample, scaled like ``loss`` (their mean is ``loss``), for per-sample gradient
+    clipping such as Opacus' ghost clipping; ``None`` when the task cannot split its loss
+    (:meth:`Task.sample_losses`).
+
+    ``prepare_model`` may change the model's architecture before anything else sees it (DP-SGD replaces
+    BatchNorm with GroupNorm); a run that builds its model from a config applies it on every rebuild too, so the
+    saved weights load again.
     Raise :class:`~tujie_core.ConfigError` from ``wrap`` or ``setup`` to refuse a run the plugin cannot handle
     (for example several processes). The privacy package builds DP-SGD on this; any package can register a plugin
     in the ``tujie.plugins`` entry-point group and name it under ``plugins:`` in a run config.
@@ -80,12 +90,21 @@ class Plugin(Callback):
 
     needs_sample_losses: bool = False
 
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return model
+
     def setup(self, trainer: Trainer) -> None: ...
 
     def backward(
-        self, trainer: Trainer, loss: Tensor, *, backward: Callable[..., Any], sample_losses: Tensor | None = None
+        self,
+        trainer: Trainer,
+        loss: Tensor,
+        *,
+        backward: Callable[..., Any],
+        sample_losses: Tensor | None = None,
+        weight: float = 1.0,
     ) -> None:
-        backward(loss, sample_losses=sample_losses)
+        backward(loss, sample_losses=sample_losses, weight=weight)
 
 
 def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:

@@ -39,16 +39,29 @@ def metrics_table(title: str, rows: list[tuple[str, ...]], columns: tuple[str, .
     return table
 
 
+DP_OPTION = typer.Option(
+    None,
+    "--dp",
+    help="train with differential privacy (tujie-privacy's dp plugin): epsilon=3[,delta=1e-5,max_grad_norm=1.0]",
+)
+
+
+def plugin_flags(dp: str | None) -> dict[str, str]:
+    """The plugins that training verbs' flags ask for (``--dp OPTIONS``), for ``load_config(plugins=...)``."""
+    return {} if dp is None else {"dp": dp}
+
+
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="run config (YAML)"),
     resume: Path | None = typer.Option(None, help="run folder or checkpoint to continue"),
     overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: trainer.max_epochs=3"),
+    dp: str | None = DP_OPTION,
 ) -> None:
     """Train a model from a run config and write a run folder with checkpoints and a report."""
     from tujie_core.runs import load_config, train_from_config
 
-    result = train_from_config(load_config(config, overrides), resume=resume)
+    result = train_from_config(load_config(config, overrides, plugin_flags(dp)), resume=resume)
     if result.is_global_zero:
         rows = [(k, f"{v:.4f}") for k, v in result.metrics.items()]
         console.print(metrics_table("metrics", rows, ("metric", "value")))
@@ -96,6 +109,7 @@ def tune(
     trials: int | None = typer.Option(None, help="finished trials wanted in the study (default: tune.trials)"),
     workers: int = typer.Option(1, help="worker processes sharing the study"),
     overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: tune.sampler.name=random"),
+    dp: str | None = DP_OPTION,
 ) -> None:
     """Search hyperparameters with Optuna; resumes the study in the tune folder if one exists."""
     from tujie_core.runs import load_config
@@ -103,7 +117,7 @@ def tune(
 
     if workers < 1 or (trials is not None and trials < 1):
         raise TujieError("--workers and --trials must be at least 1")
-    result = run_tune(load_config(config, overrides), trials=trials, workers=workers)
+    result = run_tune(load_config(config, overrides, plugin_flags(dp)), trials=trials, workers=workers)
     rows = [(key, str(value)) for key, value in result.best_params.items()]
     rows.append(("best value", f"{result.best_value:.4f}"))
     rows.append(("trials", f"{result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed"))

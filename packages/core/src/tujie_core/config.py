@@ -86,6 +86,12 @@ class TrainerConfig(Strict):
     num_nodes: int = Field(1, ge=1)
     precision: Precision = "32-true"
     accumulate_grad_batches: int = Field(1, ge=1)
+    micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="split every batch into micro-batches of at most this many samples, accumulated into one "
+        "optimizer step: memory no longer grows with the batch size",
+    )
     gradient_clip_val: float | None = Field(None, gt=0)
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
     ema_decay: float | None = Field(
@@ -223,6 +229,23 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"override '{text}': '{key}' is not a section")
             node = child
         node[keys[-1]] = value
+    return raw
+
+
+def add_plugin(raw: dict[str, Any], name: str, options: str) -> dict[str, Any]:
+    """Append plugin ``name`` to ``raw``'s ``plugins:`` with ``options`` (``"epsilon=3,max_grad_norm=1.0"``, YAML
+    values; empty for its defaults), replacing an entry of the same name: what a CLI flag such as ``--dp`` does."""
+    params: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in options.split(","))):
+        keys, value = parse_override(part)
+        if len(keys) != 1:
+            raise ConfigError(f"--{name} {part}: expected KEY=VALUE, e.g. epsilon=3")
+        params[keys[0]] = value
+    plugins = raw.get("plugins") or []
+    if not isinstance(plugins, list):
+        raise ConfigError(f"plugins: expected a list, got {type(plugins).__name__}")
+    raw["plugins"] = [p for p in plugins if not (isinstance(p, dict) and p.get("name") == name)]
+    raw["plugins"].append({"name": name, **params})
     return raw
 
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 
+from tujie_core.callbacks import PLUGINS
 from tujie_core.components import RUNTIME_ARGS, check_components
 from tujie_core.compress import (
     CompressionContext,
@@ -47,6 +48,8 @@ def build_task(config: RunConfig, info: DataInfo) -> Task:
     """Model from the registry sized by the data; task from the config or inferred from the target kind."""
     model_params = config.model.params
     model = create_model(config.model.name, input_shape=info.input_shape, num_outputs=info.num_outputs, **model_params)
+    for plugin_spec in config.plugins:  # the same architecture on every rebuild (DP: GroupNorm for BatchNorm)
+        model = PLUGINS.create(plugin_spec.name, where="plugins", **plugin_spec.params).prepare_model(model)
     spec = config.task
     name = spec.name if spec else ("regression" if info.kind == "regression" else "classification")
     params: dict[str, Any] = dict(spec.params) if spec else {}

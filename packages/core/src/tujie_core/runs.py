@@ -23,7 +23,7 @@ from lightning.fabric import seed_everything
 from pydantic import ValidationError
 
 from tujie_core.callbacks import CALLBACKS, PLUGINS, Callback, Plugin
-from tujie_core.config import BaseRunConfig, ParamSpec, apply_overrides, apply_params, read_yaml
+from tujie_core.config import BaseRunConfig, ParamSpec, add_plugin, apply_overrides, apply_params, read_yaml
 from tujie_core.errors import ConfigError
 from tujie_core.registry import Registry, format_validation_error
 from tujie_core.report import write_report
@@ -190,10 +190,15 @@ def parse_config(raw: dict[str, Any]) -> BaseRunConfig:
     return kind_of(raw).parse(raw)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> BaseRunConfig:
-    """Read a YAML run config of any kind, apply ``KEY=VALUE`` overrides, validate every section and component."""
+def load_config(
+    path: str | Path, overrides: list[str] | None = None, plugins: dict[str, str] | None = None
+) -> BaseRunConfig:
+    """Read a YAML run config of any kind, apply ``KEY=VALUE`` overrides, add ``plugins`` (name → options, as
+    ``--dp epsilon=3`` gives them), validate every section and component."""
     path = Path(path)
     raw = apply_overrides(read_yaml(path), overrides or [])
+    for name, options in (plugins or {}).items():
+        add_plugin(raw, name, options)
     try:
         return parse_config(raw)
     except ConfigError as exc:

@@ -12,7 +12,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -142,6 +142,8 @@ class Trainer:
             raise ConfigError("trainer.max_steps: required when the training data has no length (an iterable dataset)")
         steps_per_epoch = math.ceil(batches / cfg.accumulate_grad_batches) if batches is not None else math.inf
         total_steps = min(cfg.max_steps or math.inf, cfg.max_epochs * steps_per_epoch)
+        for plugin in self.plugins:  # architecture changes first: the optimizer must see the final parameters
+            task.model = plugin.prepare_model(task.model)
         raw_model = task.model
         optimizer, schedule = task.configure_optimizers(int(total_steps))
         model = raw_model
@@ -152,7 +154,7 @@ class Trainer:
         for plugin in self.plugins:
             plugin.setup(self)
         self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay is not None else None
-        self._backward = lambda loss, sample_losses=None: fabric.backward(loss)
+        self._backward = lambda loss, sample_losses=None, weight=1.0: fabric.backward(loss)
         self._sample_losses = any(plugin.needs_sample_losses for plugin in self.plugins)
         for plugin in reversed(self.plugins):  # the first plugin's backward runs outermost
             self._backward = partial(plugin.backward, self, backward=self._backward)
@@ -258,7 +260,10 @@ class Trainer:
             window = list(itertools.islice(iterator, cfg.accumulate_grad_batches))
             if not window:
                 break
-            self._optimizer_step(task, window, train_metrics)
+            loaded = len(window)
+            if cfg.micro_batch_size is not None:
+                window = [part for batch in window for part in split_batch(batch, cfg.micro_batch_size)]
+            self._optimizer_step(task, window, train_metrics, loaded)
 
         metrics = {"train/loss": self._epoch_train_loss()}
         if train_metrics is not None:
@@ -270,18 +275,23 @@ class Trainer:
         state.epoch += 1
         state.batches_in_epoch, state.loss_sum, state.loss_count = 0, 0.0, 0
         self._loss_sum = torch.zeros((), device=self.fabric.device)
+        for callback in self._active:
+            metrics |= callback.epoch_metrics(self)
         record = {"epoch": state.epoch, "step": state.step, **metrics}
         state.history.append(record)
         self._log(record)
         self.progress.end_epoch(epoch, metrics)
         self._call("on_train_epoch_end", metrics)
 
-    def _optimizer_step(self, task: Task, window: list[Any], train_metrics: MetricCollection | None) -> None:
-        """One optimizer step over ``window`` micro-batches.
+    def _optimizer_step(
+        self, task: Task, window: list[Any], train_metrics: MetricCollection | None, loaded: int
+    ) -> None:
+        """One optimizer step over ``window`` micro-batches (``loaded`` batches from the loader).
 
         Each micro-batch's mean loss is weighted by its share of the items (``Task.num_items``: samples, tokens,
         voxels) in the whole step across processes, so the update equals the full-batch update even when
-        micro-batches differ in size.
+        micro-batches differ in size. An empty micro-batch (Poisson sampling can draw one) adds nothing; in a
+        single process it is not run at all, so its mean over no items cannot make the loss NaN.
         """
         fabric, model, state = self.fabric, self.model, self.state
         sizes = [task.num_items(b) for b in window]
@@ -291,6 +301,8 @@ class Trainer:
             n_global = int(fabric.all_reduce(torch.tensor(float(n_local), device=fabric.device), reduce_op="sum"))
         weighted_losses = []
         for i, batch in enumerate(window):
+            if sizes[i] == 0 and self.world_size == 1:
+                continue
             batch = fabric.to_device(batch)
             with fabric.no_backward_sync(model, enabled=self.world_size > 1 and i < len(window) - 1):
                 # sample_losses only when a plugin asks: Task subclasses written before it keep working
@@ -298,11 +310,13 @@ class Trainer:
                 out = task.step(batch, train_metrics is not None, **asked)
                 weight = sizes[i] * self.world_size / max(n_global, 1)
                 per_sample = None if out.sample_losses is None else out.sample_losses * weight
-                self._backward(out.loss * weight, sample_losses=per_sample)
+                self._backward(out.loss * weight, sample_losses=per_sample, weight=weight)
             weighted_losses.append(out.loss.detach().float() * sizes[i])
             if train_metrics is not None:
                 with counting_mode():
                     train_metrics.update(out.preds, out.target)
+        if not weighted_losses:
+            weighted_losses.append(torch.zeros((), device=fabric.device))
         loss_sum = weighted_losses[0] if len(weighted_losses) == 1 else torch.stack(weighted_losses).sum()
         loss = loss_sum / max(n_local, 1)
         self._call("on_before_optimizer_step", self.optimizer, loss)
@@ -316,12 +330,12 @@ class Trainer:
         if self.ema is not None and not self.step_skipped:
             self.ema.update(self.model)
         state.step += 1
-        state.batches_in_epoch += len(window)
+        state.batches_in_epoch += loaded
         log_now = state.step % self.config.log_every_n_steps == 0
         loss_value = float(loss) if log_now else None
         self._loss_sum += loss_sum  # stays on the device: no host sync per step
         state.loss_count += n_local
-        self.progress.advance(len(window), state.step, loss_value)
+        self.progress.advance(loaded, state.step, loss_value)
         self._call("on_train_step_end", loss)
 
     @torch.no_grad()
@@ -472,6 +486,42 @@ class Trainer:
             yield
         finally:
             task.model = raw
+
+
+def split_batch(batch: Any, size: int) -> list[Any]:
+    """Cut a batch into consecutive micro-batches of at most ``size`` samples along the first dimension.
+
+    Tensors, sequences (tuples, lists, lists of strings) and mappings of them are cut; a batch of another type (a
+    graph batch) raises ConfigError, since only its own library knows how to cut it.
+    """
+    n = _batch_length(batch)
+    if n <= size:
+        return [batch]
+    return [_slice(batch, start, start + size) for start in range(0, n, size)]
+
+
+def _batch_length(batch: Any) -> int:
+    if isinstance(batch, Tensor):
+        return len(batch)
+    if isinstance(batch, Mapping) and batch:
+        return _batch_length(next(iter(batch.values())))
+    if isinstance(batch, tuple | list) and batch:
+        first = batch[0]
+        return _batch_length(first) if isinstance(first, Tensor | Mapping | tuple | list) else len(batch)
+    raise ConfigError(
+        f"trainer.micro_batch_size: cannot split a batch of type {type(batch).__name__}; "
+        "unset it and lower the batch size instead"
+    )
+
+
+def _slice(batch: Any, start: int, stop: int) -> Any:
+    if isinstance(batch, Tensor):
+        return batch[start:stop]
+    if isinstance(batch, Mapping):
+        return {key: _slice(value, start, stop) for key, value in batch.items()}
+    if batch and isinstance(batch[0], Tensor | Mapping | tuple | list):
+        return type(batch)(_slice(part, start, stop) for part in batch)
+    return batch[start:stop]
 
 
 def _destroy_process_group() -> None:

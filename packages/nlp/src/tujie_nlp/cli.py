@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from tujie_core import TujieError
-from tujie_core.cli import metrics_table
+from tujie_core.cli import DP_OPTION, metrics_table, plugin_flags
 
 app = typer.Typer(help="NLP: fine-tune BERT-family encoders on your labelled text.", no_args_is_help=True)
 console = Console()
@@ -49,6 +49,7 @@ def train(
     epochs: int | None = typer.Option(None, help="trainer.max_epochs"),
     resume: Path | None = typer.Option(None, help="a run folder to continue"),
     overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: data.max_length=64"),
+    dp: str | None = DP_OPTION,
 ) -> None:
     """Fine-tune a text classifier and write a run folder (checkpoints, model/, report.md)."""
     from tujie_core import train_from_config
@@ -59,7 +60,7 @@ def train(
     extra = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
     if resume is not None and config is None and (resume / "config.yaml").is_file():
         config = resume / "config.yaml"
-    result = train_from_config(load_text_config(config, [*extra, *overrides]), resume=resume)
+    result = train_from_config(load_text_config(config, [*extra, *overrides], plugin_flags(dp)), resume=resume)
     for split, rows in result.details["bad_rows"].items():
         _warn_bad(f"{split} data", rows)
     _print_metrics("metrics (best checkpoint)", result.metrics)

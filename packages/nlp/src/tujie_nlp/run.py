@@ -32,7 +32,7 @@ from tujie_core import (
     write_report,
 )
 from tujie_core.compress import CompressionResult
-from tujie_core.config import ComponentSpec, Strict, apply_overrides, read_yaml
+from tujie_core.config import ComponentSpec, Strict, add_plugin, apply_overrides, read_yaml
 from tujie_core.inference import InferenceSummary, Rejected, file_fingerprint, module_fingerprint, predict_stream
 from tujie_core.progress import Mode
 from tujie_nlp.classifier import TextClassifier
@@ -95,13 +95,18 @@ class TextRunConfig(TrainedRunConfig):
     trainer: TrainerConfig = TrainerConfig(max_epochs=3, monitor="val/accuracy", mode="max")
 
 
-def load_text_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TextRunConfig:
-    """A YAML config (or the defaults when ``path`` is None) with ``KEY=VALUE`` overrides, validated.
+def load_text_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, plugins: dict[str, str] | None = None
+) -> TextRunConfig:
+    """A YAML config (or the defaults when ``path`` is None) with ``KEY=VALUE`` overrides and ``plugins`` (name →
+    options, from ``--dp``), validated.
 
     Sections merge into the defaults, so ``optimizer.lr=1e-4`` keeps the default optimizer; a component section
     that names another component (``optimizer: {name: sgd}``) replaces the default one instead.
     """
     raw = apply_overrides(read_yaml(Path(path)) if path is not None else {}, overrides or [])
+    for name, options in (plugins or {}).items():
+        add_plugin(raw, name, options)
     try:
         return TextClassificationRun().parse(raw)
     except ConfigError as exc:
