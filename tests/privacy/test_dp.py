@@ -74,7 +74,7 @@ def test_epsilon_equals_opacus_accountant_and_is_logged_every_epoch(tmp_path: Pa
     assert dp.delta == 1e-5
     logged = [json.loads(line)["dp/epsilon"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(logged) == 3 and logged[0] < logged[1] < logged[2] == pytest.approx(dp.epsilon)
-    facts = json.loads((tmp_path / "privacy.json").read_text())
+    facts = json.loads((tmp_path / "dp.json").read_text())
     assert facts["steps"] == 24 and facts["sample_rate"] == 0.125 and facts["poisson_sampling"]
 
 
@@ -149,8 +149,8 @@ def test_sigkill_then_resume_keeps_the_accountant_and_gives_the_same_weights(tmp
     actual = load_file(tmp_path / "run" / "model" / "model.safetensors")
     for key in expected:
         assert torch.equal(expected[key], actual[key]), f"{key} differs after resume"
-    ref_facts = json.loads((tmp_path / "ref" / "privacy.json").read_text())
-    facts = json.loads((tmp_path / "run" / "privacy.json").read_text())
+    ref_facts = json.loads((tmp_path / "ref" / "dp.json").read_text())
+    facts = json.loads((tmp_path / "run" / "dp.json").read_text())
     assert facts["history"] == ref_facts["history"] and facts["epsilon"] == ref_facts["epsilon"] <= 2.0
 
 
@@ -171,7 +171,7 @@ def test_the_generic_cli_flag_makes_a_run_private(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", str(write_config(tmp_path)), "--dp", "epsilon=2,accountant=rdp"])
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "runs" / "cli-dp").iterdir()
-    facts = json.loads((run_dir / "privacy.json").read_text())
+    facts = json.loads((run_dir / "dp.json").read_text())
     assert facts["accountant"] == "rdp" and 0 < facts["epsilon"] <= 2.0
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["plugins"][0]["epsilon"] == 2
 
@@ -207,7 +207,7 @@ def test_the_nlp_cli_flag_trains_a_private_text_classifier(tiny_bert: Path, sent
     assert "transfer.freeze_embeddings=true" in str(shared.exception)  # position embeddings: one row per batch
     result = CliRunner().invoke(nlp_app, [*args, "--set", "transfer.freeze_embeddings=true", "--dp", "epsilon=8"])
     assert result.exit_code == 0, result.output
-    (facts_file,) = tmp_path.rglob("privacy.json")
+    (facts_file,) = tmp_path.rglob("dp.json")
     facts = json.loads(facts_file.read_text())
     assert 0 < facts["epsilon"] <= 8 and facts["steps"] == 2 * (facts["dataset_size"] // 8)  # 1/q per epoch
     assert "Differential privacy" in (facts_file.parent / "report.md").read_text()

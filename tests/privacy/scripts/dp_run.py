@@ -1,5 +1,5 @@
 """A DP run in a fresh process (for SIGKILL + resume): a supervised config with the dp plugin, optionally killed
-right after optimizer step ``--kill-at-step``. The run folder gets model/, privacy.json and checkpoints."""
+right after optimizer step ``--kill-at-step``. The run folder gets model/, dp.json and checkpoints."""
 
 from __future__ import annotations
 

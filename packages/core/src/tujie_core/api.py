@@ -13,11 +13,12 @@ EXTENSION_API: dict[str, tuple[str, ...]] = {
         "DataSpec",
         "Strict",
         "TrainerConfig",
+        "add_plugin",
         "apply_overrides",
         "parse_yaml",
         "read_yaml",
     ),
-    "tujie_core.cli": ("console", "err_console", "metrics_table"),
+    "tujie_core.cli": ("DP_OPTION", "console", "err_console", "metrics_table", "plugin_flags"),
     "tujie_core.checkpoint": ("atomic_write_bytes", "rng_state", "set_rng_state"),
     "tujie_core.compress": (
         "COMPRESSORS",
@@ -51,7 +52,8 @@ EXTENSION_API: dict[str, tuple[str, ...]] = {
     "tujie_core.metrics": ("classification_metrics", "regression_metrics"),
     "tujie_core.optim": ("build_optimizer",),
     "tujie_core.progress": ("Mode",),
-    "tujie_core.registry": ("suggest", "validate_kwargs"),
+    "tujie_core.registry": ("format_validation_error", "suggest", "validate_kwargs"),
+    "tujie_core.run": ("load_run",),
     "tujie_core.report": ("replace_section", "save_figure", "write_report"),
     "tujie_core.tune": ("optimize", "tune"),
 }

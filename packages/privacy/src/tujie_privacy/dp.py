@@ -50,7 +50,7 @@ from tujie_core.registry import format_validation_error
 if TYPE_CHECKING:
     from tujie_core import Trainer
 
-PRIVACY_FILE = "privacy.json"
+DP_FILE = "dp.json"
 FULL_PRECISION = ("32-true", "32", "64-true", "64")
 
 
@@ -355,7 +355,7 @@ class DPSGD(Plugin):
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.run_dir is not None and trainer.fabric.is_global_zero:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / PRIVACY_FILE).write_text(json.dumps(self.facts(), indent=2), encoding="utf-8")
+            (self.run_dir / DP_FILE).write_text(json.dumps(self.facts(), indent=2), encoding="utf-8")
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -393,7 +393,7 @@ class DPSGD(Plugin):
 
     # ---- helpers ------------------------------------------------------------------------------------------------
     def facts(self) -> dict[str, Any]:
-        """The accounting facts of the run (what ``privacy.json`` holds)."""
+        """The accounting facts of the run (what ``dp.json`` holds)."""
         return {
             "mechanism": "DP-SGD",
             "accountant": self.config.accountant,

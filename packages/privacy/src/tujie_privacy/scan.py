@@ -12,14 +12,17 @@ kind, column and row; :func:`redact` replaces every match with ``[KIND]``. Fully
 
 from __future__ import annotations
 
+import csv
 import ipaddress
+import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from tujie_core import Registry
+from tujie_core import DataError, Registry
 
 DETECTORS: Registry[Detector] = Registry("identifier detectors")
 ROWS_KEPT = 20  # row numbers kept per (column, kind) in the report
@@ -204,4 +207,79 @@ def scan_records(records: Iterable[tuple[Any, dict[str, Any]]], kinds: Iterable[
                     finding.rows.append(row)
     report.counts = dict(counts)
     report.findings = sorted(by_key.values(), key=lambda f: (-f.count, f.column, f.kind))
+    return report
+
+
+# ---- files ---------------------------------------------------------------------------------------------------------
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+LINE_SUFFIXES = (".jsonl", ".txt")
+
+
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, {column: value})`` for every row of a CSV, TSV, JSON-lines or plain-text file, streamed.
+
+    Plain text: one record per line (column ``text``). A JSON line that is not an object is reported as a
+    DataError naming its line.
+    """
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if suffix not in TABLE_SUFFIXES and suffix not in LINE_SUFFIXES:
+        raise DataError(f"{path}: unsupported file type '{suffix}'; expected .csv, .tsv, .jsonl or .txt")
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            if suffix in TABLE_SUFFIXES:
+                reader = csv.DictReader(handle, delimiter=TABLE_SUFFIXES[suffix])
+                for record in reader:
+                    yield reader.line_num, {k: v for k, v in record.items() if k is not None}
+                return
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                if suffix == ".txt":
+                    yield number, {"text": line.rstrip("\r\n")}
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+                yield number, record
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def scan_file(path: str | Path, kinds: Iterable[str] | None = None, redact_to: str | Path | None = None) -> ScanReport:
+    """Scan a data file (see :func:`read_records`); ``redact_to`` writes a copy, in the same format, with every
+    identifier replaced by ``[KIND]`` (columns flagged only by their name are left as they are: review them)."""
+    path = Path(path)
+    kinds = _kinds(kinds)
+    if redact_to is None:
+        return scan_records(read_records(path), kinds)
+    out = Path(redact_to)
+    if out.resolve() == path.resolve():
+        raise DataError(f"{out}: the redacted copy must not overwrite the input")
+    suffix = path.suffix.lower()
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as handle:
+        writer: csv.DictWriter | None = None
+
+        def redacting() -> Iterator[tuple[int, dict[str, Any]]]:
+            nonlocal writer
+            for row, record in read_records(path):
+                yield row, record
+                clean = {k: redact(v, kinds) if isinstance(v, str) else v for k, v in record.items()}
+                if suffix in TABLE_SUFFIXES:
+                    if writer is None:
+                        writer = csv.DictWriter(handle, fieldnames=list(record), delimiter=TABLE_SUFFIXES[suffix])
+                        writer.writeheader()
+                    writer.writerow(clean)
+                elif suffix == ".txt":
+                    handle.write(clean["text"] + "\n")
+                else:
+                    handle.write(json.dumps(clean, ensure_ascii=False) + "\n")
+
+        report = scan_records(redacting(), kinds)
+    tmp.replace(out)
     return report
