@@ -57,8 +57,11 @@ def cnn(
     num_outputs: int,
     channels: list[int] = [32, 64],  # noqa: B006 - read only
     dropout: float = 0.1,
+    norm: Literal["batch", "group"] = "batch",
 ) -> nn.Module:
-    """Small conv net for (C, H, W) inputs: conv-BN-ReLU-pool blocks, global average pool, linear head."""
+    """Small conv net for (C, H, W) inputs: conv-norm-ReLU-pool blocks, global average pool, linear head.
+
+    ``norm="group"``: GroupNorm with min(32, C) groups, independent of the batch (small batches, DP-SGD)."""
     if len(input_shape) != 3:
         raise ValueError(f"cnn needs (channels, height, width) inputs, got shape {tuple(input_shape)}")
     layers: list[nn.Module] = []
@@ -66,7 +69,7 @@ def cnn(
     for size in channels:
         layers += [
             nn.Conv2d(width, size, 3, padding=1),
-            nn.BatchNorm2d(size),
+            nn.BatchNorm2d(size) if norm == "batch" else nn.GroupNorm(min(32, size), size),
             nn.ReLU(),
             nn.MaxPool2d(2, ceil_mode=True),
         ]

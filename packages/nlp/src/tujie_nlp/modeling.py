@@ -43,6 +43,9 @@ class SequenceClassifier(nn.Module):
         self.hf_model = hf_model
         self.pad_token_id = int(pad_token_id)
         self.pooling = pooling
+        pooler = getattr(base_model(self), "pooler", None)
+        if pooling == "mean" and pooler is not None:
+            pooler.requires_grad_(False)  # mean pooling never uses it: nothing would learn (DP-SGD needs all used)
         # segment ids only for encoders that have them (BERT: type_vocab_size 2; RoBERTa: 1)
         types = getattr(hf_model.config, "type_vocab_size", 0) or 0
         self.sep_token_id = int(sep_token_id) if sep_token_id is not None and types > 1 else None

@@ -188,7 +188,7 @@ class _GhostOptimizer(_LogicalBatchMixin, DPOptimizerFastGradientClipping):
     def end_micro_batch(self) -> None:
         for p in self.params:
             if p.grad is not None:
-                p.summed_grad = p.grad.detach().clone() if p.summed_grad is None else p.summed_grad + p.grad
+                p.summed_grad = p.grad.detach() if p.summed_grad is None else p.summed_grad + p.grad
                 p.grad = None
 
 
@@ -326,6 +326,19 @@ class DPSGD(Plugin):
             else:
                 backward(loss / weight, sample_losses=sample_losses, weight=1.0)
             self.optimizer.end_micro_batch()
+        except AttributeError as exc:
+            if "_norm_sample" not in str(exc) and "grad_sample" not in str(exc):
+                raise
+            unused = [
+                name
+                for name, p in self.module.named_parameters()
+                if p.requires_grad and getattr(p, "_norm_sample", getattr(p, "grad_sample", None)) is None
+            ]
+            raise ConfigError(
+                "dp: trainable parameters that the loss does not use have no per-sample gradient; freeze them: "
+                + ", ".join(unused[:5])
+                + (f" (+{len(unused) - 5} more)" if len(unused) > 5 else "")
+            ) from None
         except RuntimeError as exc:
             if "stack expects each tensor to be equal size" not in str(exc):
                 raise

@@ -1,0 +1,67 @@
+"""The privacy Streamlit page (apps/pages/2_Privacy.py), run headless with AppTest on real run folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tujie_core import train_from_config
+from tujie_core.runs import parse_config
+
+PAGE = Path(__file__).parents[2] / "apps" / "pages" / "2_Privacy.py"
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Full backward hook is firing:UserWarning", "ignore:Optimal order is the largest alpha:UserWarning"
+)
+
+
+def train(root: Path, name: str, plugins: list) -> Path:
+    raw = {
+        "name": name,
+        "output_dir": str(root),
+        "data": {"name": "breast_cancer", "batch_size": 64},
+        "model": {"name": "mlp", "hidden": [8]},
+        "trainer": {"max_epochs": 2, "progress": "none"},
+        "plugins": plugins,
+    }
+    return train_from_config(parse_config(raw)).run_dir
+
+
+@pytest.fixture
+def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    return AppTest.from_file(str(PAGE), default_timeout=120).run()
+
+
+def test_empty_folder_says_how_to_train_a_private_run(page: AppTest) -> None:
+    assert not page.exception
+    assert any("--dp epsilon=3" in info.value for info in page.info)
+
+
+def test_runs_audit_report_card_and_scan(page: AppTest, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    private = train(root, "private", [{"name": "dp", "epsilon": 2.0}])
+    train(root, "plain", [])
+    page.sidebar.text_input[0].set_value(str(root)).run()
+    assert not page.exception
+    table = page.dataframe[0].value
+    assert len(table) == 2 and (table["epsilon"] <= 2.0).sum() == 1  # the non-private run shows ε = ∞
+    assert "ε (spent) at δ" in page.expander[0].markdown[0].value  # the first DP run is selected
+
+    page.number_input[0].set_value(0).run()
+    page.button[0].click().run()
+    assert not page.exception
+    assert (private / "audit" / "roc.png").is_file()
+    assert any("| loss_threshold |" in md.value for md in page.markdown)
+
+    csv = b"id,contact\n1,ann@example.org\n2,no contact\n"
+    page.file_uploader[0].set_value(("people.csv", csv, "text/csv")).run()
+    assert not page.exception
+    assert "identifiers found" in page.warning[0].value
+    assert any("| contact | email | 1 | 2 |" in md.value for md in page.markdown)
+    assert page.download_button
+
+    page.file_uploader[0].set_value(("notes.jsonl", b"[1]\n", "application/json")).run()
+    assert any("notes.jsonl:1: expected a JSON object" in error.value for error in page.error)
