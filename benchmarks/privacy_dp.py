@@ -211,8 +211,8 @@ def part_audit(args: argparse.Namespace) -> list[Row]:
 
     rows = []
     model = {"name": "mlp", "hidden": [256], "dropout": 0.0}
-    # --audit-train-fraction of the 1,797 images (0.15: 269) trained long with no validation split, so the last (most overfitted)
-    # weights are the ones audited, not an early epoch chosen by validation
+    # --audit-train-fraction of the 1,797 images (0.15: 269) trained long with no validation split, so the last
+    # (most overfitted) weights are the ones audited, not an early epoch chosen by validation
     data = {"val_fraction": 0.0, "test_fraction": 1 - args.audit_train_fraction}
     for eps in (None, 1.0):
         config = digits_config(model, 30 if args.quick else 100, eps, args.seed, **data)
