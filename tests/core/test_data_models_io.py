@@ -181,3 +181,21 @@ def test_report_for_binary_and_regression(tmp_path: Path) -> None:
         evaluations={"test": Evaluation({"test/rmse": 0.3, "test/r2": 0.9}, {}, "regression")},
     )
     assert "| r2 | 0.9000 |" in report.read_text()
+
+
+def test_a_registry_namespace_serves_every_prefixed_name() -> None:
+    from tujie_core import Registry
+
+    registry: Registry = Registry("widgets", entry_point_group="tujie.test-widgets-none")
+
+    @registry.register_namespace("lib")
+    def from_library(name: str, size: int = 1) -> tuple[str, int]:
+        return name, size
+
+    assert registry.create("lib/gear", size=3) == ("gear", 3)
+    with pytest.raises(ConfigError, match="size"):
+        registry.create("lib/gear", size="big")  # the factory's own options are still checked
+    with pytest.raises(ConfigError, match=r"lib/<name>"):
+        registry.get("other/gear")
+    with pytest.raises(ConfigError, match="registered twice"):
+        registry.register_namespace("lib")(lambda name: name)

@@ -8,6 +8,7 @@ lazily the first time a name is missing, so core never imports a domain package.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +35,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self.entry_point_group = entry_point_group or f"tujie.{kind}"
         self._entries: dict[str, T] = {}
+        self._namespaces: dict[str, Callable[..., Any]] = {}
         self._entry_points_loaded = False
         self.broken: dict[str, str] = {}  # entry-point name → why it failed to load
 
@@ -45,6 +47,33 @@ class Registry(Generic[T]):
             return obj
 
         return decorator
+
+    def register_namespace(self, prefix: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: ``factory(name, **kwargs)`` serves every ``"<prefix>/<name>"`` (a whole model library under
+        one prefix: ``timm/resnet18``). An entry point whose object has ``tujie_namespace = True`` does the same
+        under the entry point's name."""
+
+        def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
+            known = self._namespaces.get(prefix)
+            if known is not None and known is not factory:
+                raise ConfigError(
+                    f"{self.kind} namespace '{prefix}/' is registered twice: by {_owner(known)} "
+                    f"and by {_owner(factory)}"
+                )
+            self._namespaces[prefix] = factory
+            return factory
+
+        return decorator
+
+    def _from_namespace(self, name: str) -> T | None:
+        prefix, sep, rest = name.partition("/")
+        factory = self._namespaces.get(prefix) if sep and rest else None
+        if factory is None:
+            return None
+        served = functools.partial(factory, rest)
+        functools.update_wrapper(served, factory)
+        del served.__wrapped__  # the signature is the partial's: without the bound name
+        return served  # type: ignore[return-value]
 
     def _add(self, key: str, obj: T) -> None:
         known = self._entries.get(key)
@@ -70,7 +99,9 @@ class Registry(Generic[T]):
                     stacklevel=2,
                 )
                 continue
-            if callable(obj):
+            if getattr(obj, "tujie_namespace", False):
+                self.register_namespace(ep.name)(obj)
+            elif callable(obj):
                 self._add(ep.name, obj)
         self._entry_points_loaded = True  # only now: a failure above must not hide the entries after it
 
@@ -87,13 +118,16 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._entries:
             self._load_entry_points()
+        if name not in self._entries and (served := self._from_namespace(name)) is not None:
+            return served
         if name not in self._entries:
             names = self.names()
             if name in self.broken:
                 raise ConfigError(f"{self.kind} '{name}' could not be loaded ({self.broken[name]})")
+            spaces = "".join(f", {prefix}/<name>" for prefix in sorted(self._namespaces))
             raise ConfigError(
                 f"'{name}' is not in the {self.kind} registry{suggest(name, names)}; "
-                f"available: {', '.join(names) or 'none'}"
+                f"available: {', '.join(names) or 'none'}{spaces}"
             )
         return self._entries[name]
 
