@@ -28,11 +28,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from scipy.stats import binom
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 
 from tujie_core import ConfigError, DataSplits, Task, train_from_config
+from tujie_core.report import save_figure
 from tujie_core.run import load_run
 
 AUDIT_DIR = "audit"
@@ -282,12 +284,8 @@ def audit_run(
 
 def plot_roc(result: AuditResult, path: Path) -> Path:
     """ROC curves of every attack on log-log axes (the low-FPR regime is what matters), with the chance line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     grid = np.logspace(-4, 0, 100)
     ax.plot(grid, grid, "k:", label="chance")
     for attack in result.attacks.values():
@@ -295,7 +293,5 @@ def plot_roc(result: AuditResult, path: Path) -> Path:
     ax.set(xscale="log", yscale="log", xlim=(1e-4, 1), ylim=(1e-4, 1), xlabel="FPR", ylabel="TPR")
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("membership inference (AUC)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
