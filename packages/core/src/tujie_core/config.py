@@ -200,6 +200,16 @@ class TrainedRunConfig(BaseRunConfig):
         return self.trainer.seed
 
 
+class TransferSpec(Strict):
+    """Start a supervised run from local weights (book ch. 14.3.1): copy every tensor whose name and shape match,
+    train only the head for ``freeze_epochs`` epochs, then everything, the backbone at ``backbone_lr_scale`` × lr."""
+
+    init: Path = Field(description="a run folder, a model folder, a .safetensors file or a torch state dict")
+    freeze_epochs: int = Field(0, ge=0, description="epochs with the backbone frozen (0: never)")
+    backbone_lr_scale: float = Field(1.0, gt=0, le=1, description="backbone lr relative to the head's")
+    head: str | None = Field(None, description="module name of the head; default: get_classifier() or the last layer")
+
+
 class RunConfig(TrainedRunConfig):
     """A supervised run: data, model, task, optimisation, trainer, callbacks, plugins and an optional search."""
 
@@ -209,6 +219,7 @@ class RunConfig(TrainedRunConfig):
     task: ComponentSpec | None = None
     optimizer: ComponentSpec = ComponentSpec(name="adamw", lr=1e-3)
     scheduler: SchedulerSpec | None = None
+    transfer: TransferSpec | None = None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

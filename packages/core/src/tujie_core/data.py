@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,10 +38,15 @@ class DataInfo:
 
 @dataclass
 class DataSplits:
+    """Train/val/test datasets, what they hold, and an optional ``collate`` for training batches only (batch-level
+    augmentation: mixup, cutmix). A collate whose ``mixes_samples`` is True makes each training sample depend on
+    several records, which per-sample privacy (DP-SGD) refuses."""
+
     train: Dataset
     val: Dataset | None
     test: Dataset | None
     info: DataInfo
+    collate: Callable[[list[Any]], Any] | None = None
 
 
 def split_arrays(
@@ -270,6 +276,6 @@ def fold_splits(base: DataSplits, folds: int, stratified: bool, seed: int) -> li
         splitter = KFold(folds, shuffle=True, random_state=seed)
     labels = targets if targets.ndim == 1 else np.zeros(len(targets))
     return [
-        DataSplits(Subset(pool, train_idx.tolist()), Subset(pool, val_idx.tolist()), None, base.info)
+        DataSplits(Subset(pool, train_idx.tolist()), Subset(pool, val_idx.tolist()), None, base.info, base.collate)
         for train_idx, val_idx in splitter.split(np.zeros(len(targets)), labels)
     ]

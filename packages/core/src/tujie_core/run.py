@@ -28,7 +28,7 @@ from tujie_core.compress import (
     check_methods,
     compress_model,
 )
-from tujie_core.config import ComponentSpec, ParamSpec, RunConfig, TrainerConfig, apply_params
+from tujie_core.config import ComponentSpec, ParamSpec, RunConfig, TrainerConfig, TransferSpec, apply_params
 from tujie_core.data import DATASETS, DataInfo, DataSplits, fold_splits
 from tujie_core.errors import ConfigError
 from tujie_core.models import MODELS, create_model
@@ -38,6 +38,7 @@ from tujie_core.registry import Registry, suggest, validate_kwargs
 from tujie_core.runs import RUN_KINDS, RunContext, RunKind, RunOutput, load_config
 from tujie_core.tasks import TASKS, Task
 from tujie_core.trainer import Evaluation, Trainer
+from tujie_core.transfer import FreezeBackbone, TransferReport, head_parameters, load_matching
 
 
 def build_data(config: RunConfig) -> DataSplits:
@@ -72,6 +73,7 @@ def loaders(config: RunConfig, splits: DataSplits) -> dict[str, DataLoader | Non
             batch_size=data.batch_size if shuffle else eval_batch,
             shuffle=shuffle,
             num_workers=data.num_workers,
+            collate_fn=splits.collate if shuffle else None,
         )
 
     return {"train": make(splits.train, True), "val": make(splits.val, False), "test": make(splits.test, False)}
@@ -154,6 +156,11 @@ class SupervisedRun(RunKind):
 
     def check(self, config: RunConfig) -> None:  # type: ignore[override]
         super().check(config)
+        if config.transfer is not None and config.transfer.freeze_epochs and config.plugins:
+            raise ConfigError(
+                "transfer.freeze_epochs: cannot be combined with plugins (DP-SGD fixes the trained parameters when "
+                "it wraps the model); train the head in a run of its own, then start the next from it"
+            )
         check_components(config)
 
     def check_space(self, config: RunConfig, space: dict[str, ParamSpec]) -> None:  # type: ignore[override]
@@ -177,7 +184,11 @@ class SupervisedRun(RunKind):
     def train(self, config: RunConfig, context: RunContext) -> RunOutput:  # type: ignore[override]
         splits = context.data or build_data(config)
         task = build_task(config, splits.info)
-        trainer = Trainer(config.trainer, callbacks=context.callbacks(), plugins=context.plugins())
+        callbacks, transferred = context.callbacks(), None
+        if config.transfer is not None:
+            transferred, freeze = start_from(task, config.transfer)
+            callbacks += [freeze] if freeze is not None else []
+        trainer = Trainer(config.trainer, callbacks=callbacks, plugins=context.plugins())
         trainer.run_dir = context.open(trainer.fabric.broadcast, trainer.fabric.is_global_zero)
         split_loaders = loaders(config, splits)
         trainer.fit(task, split_loaders["train"], split_loaders["val"], ckpt_path=context.resume)
@@ -210,6 +221,8 @@ class SupervisedRun(RunKind):
             f"Model: `{config.model.name}`. Epochs run: {trainer.state.epoch}, optimizer steps: "
             f"{trainer.state.step}. Evaluated with the best checkpoint by `{config.trainer.monitor}`."
         )
+        if transferred is not None:
+            header += f" Transfer: {transferred.describe()}{_freeze_note(config)}."
         return RunOutput(
             metrics,
             title=f"Run report: {config.name}",
@@ -218,10 +231,31 @@ class SupervisedRun(RunKind):
             history=trainer.state.history,
             class_names=info.class_names,
             sections=trainer.report_sections(),
-            summary={"epochs": trainer.state.epoch, "steps": trainer.state.step},
+            summary={
+                "epochs": trainer.state.epoch,
+                "steps": trainer.state.step,
+                **({"transfer": transferred.summary()} if transferred is not None else {}),
+            },
             model=task,
             is_global_zero=trainer.fabric.is_global_zero,
         )
+
+
+def start_from(task: Task, spec: TransferSpec) -> tuple[TransferReport, FreezeBackbone | None]:
+    """Load ``spec.init``'s matching weights into the task's model, scale the backbone's learning rate and freeze
+    it for the first ``spec.freeze_epochs`` epochs (the callback to add)."""
+    report = load_matching(task.model, spec.init)
+    head = head_parameters(task.model, spec.head)
+    backbone = [(n, p) for n, p in task.model.named_parameters() if n not in head]
+    task.lr_scales.update({n: spec.backbone_lr_scale for n, _ in backbone})
+    return report, FreezeBackbone([p for _, p in backbone], spec.freeze_epochs) if spec.freeze_epochs else None
+
+
+def _freeze_note(config: RunConfig) -> str:
+    spec = config.transfer
+    assert spec is not None
+    frozen = f"; backbone frozen for {spec.freeze_epochs} epoch(s)" if spec.freeze_epochs else ""
+    return frozen + (f", then at {spec.backbone_lr_scale}× lr" if spec.backbone_lr_scale != 1 else "")
 
 
 @dataclass

@@ -88,6 +88,7 @@ class Task:
         self.scheduler_spec = _spec(scheduler, None)
         self.input_key = input_key
         self.target_key = target_key
+        self.lr_scales: dict[str, float] = {}  # parameter name → multiple of the learning rate (default 1)
 
     # ---- batch → outputs -------------------------------------------------------------------------------------
     def unpack(self, batch: Any) -> tuple[Any, Any]:
@@ -156,14 +157,29 @@ class Task:
 
     # ---- optimisation -------------------------------------------------------------------------------------------
     def configure_optimizers(self, total_steps: int) -> tuple[Optimizer, Schedule | None]:
-        """Optimizer from ``optimizer_spec``; with weight decay, none on biases and norm weights (1-D parameters)."""
+        """Optimizer from ``optimizer_spec``; with weight decay, none on biases and norm weights (1-D parameters);
+        a parameter named in ``lr_scales`` learns at that multiple of the learning rate (transfer learning)."""
         spec = self.optimizer_spec
-        params: list[Any] = [p for p in self.model.parameters() if p.requires_grad]
-        default_decay = inspect.signature(OPTIMIZERS.get(spec.name)).parameters.get("weight_decay")
-        if spec.params.get("weight_decay", getattr(default_decay, "default", 0)):
-            decay = [p for p in params if p.ndim > 1]
-            no_decay = [p for p in params if p.ndim <= 1]
-            params = [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        defaults = inspect.signature(OPTIMIZERS.get(spec.name)).parameters
+        decays = bool(spec.params.get("weight_decay", getattr(defaults.get("weight_decay"), "default", 0)))
+        base_lr = spec.params.get("lr", getattr(defaults.get("lr"), "default", None))
+        groups: dict[tuple[bool, float], list[Tensor]] = {}
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                key = (decays and param.ndim <= 1, self.lr_scales.get(name, 1.0))
+                groups.setdefault(key, []).append(param)
+        params: list[Any] = []
+        for (no_decay, scale), tensors in groups.items():
+            group: dict[str, Any] = {"params": tensors}
+            if no_decay:
+                group["weight_decay"] = 0.0
+            if scale != 1.0:
+                if not isinstance(base_lr, int | float):
+                    raise ValueError(f"optimizer {spec.name}: set lr to scale it per parameter")
+                group["lr"] = base_lr * scale
+            params.append(group)
+        if len(params) == 1 and len(params[0]) == 1:
+            params = params[0]["params"]
         optimizer = build_optimizer(spec.name, params, **spec.params)
         if self.scheduler_spec is None:
             return optimizer, None

@@ -1,0 +1,110 @@
+"""``tujie vision``: image classification (train, evaluate, predict).
+
+Registered through the ``tujie.cli`` entry point; user errors print one line and exit 2 (core's ``main``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from tujie_core.cli import DP_OPTION, metrics_table, plugin_flags
+
+app = typer.Typer(help="Vision: image classification on timm architectures or a small CNN.", no_args_is_help=True)
+classify = typer.Typer(help="Train, evaluate and apply image classifiers.", no_args_is_help=True)
+app.add_typer(classify, name="classify")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def bundled_config(name: str = "digits_cnn") -> Path:
+    """A run config shipped inside tujie_vision (``configs/<name>.yaml``)."""
+    return Path(str(resources.files("tujie_vision") / "configs" / f"{name}.yaml"))
+
+
+def _print_metrics(title: str, metrics: dict[str, float]) -> None:
+    rows = [(k, f"{v:.4f}") for k, v in metrics.items() if not k.endswith(("_micro", "_weighted"))]
+    console.print(metrics_table(title, rows, ("metric", "value")))
+
+
+@classify.command()
+def train(
+    config: Path | None = typer.Argument(None, help="run config (YAML); default: the small CNN on the digits"),
+    data: Path | None = typer.Option(None, help="images: a folder of class folders, a path,label CSV or an .npz"),
+    model: str | None = typer.Option(None, help="cnn | timm/<architecture> (timm/resnet18, timm/vit_tiny_…)"),
+    image_size: int | None = typer.Option(None, help="resize images to this size (data.image_size)"),
+    epochs: int | None = typer.Option(None, help="trainer.max_epochs"),
+    init: Path | None = typer.Option(None, help="start from this run's (or weights file's) weights: transfer.init"),
+    resume: Path | None = typer.Option(None, help="a run folder to continue"),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: data.augment=randaugment"),
+    dp: str | None = DP_OPTION,
+) -> None:
+    """Train an image classifier and write a run folder (checkpoints, model/, report.md)."""
+    from tujie_core import load_config, train_from_config
+
+    if config is None:
+        config = resume / "config.yaml" if resume is not None and (resume / "config.yaml").is_file() else None
+    config = config or bundled_config()
+    shortcuts = {"data.path": data, "data.image_size": image_size, "trainer.max_epochs": epochs}
+    shortcuts |= {"transfer.init": init}
+    extra = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
+    if model is not None:  # a new model section: the config's options belong to its own model
+        extra.insert(0, f"model={{name: '{model}'}}")
+    result = train_from_config(load_config(config, [*extra, *overrides], plugin_flags(dp)), resume=resume)
+    _print_metrics("metrics (best checkpoint)", result.metrics)
+    console.print(f"run folder: {result.run_dir}\nmodel: {result.run_dir / 'model'}\nreport: {result.report}")
+
+
+@classify.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="a run folder (or its model/ folder)"),
+    data: Path = typer.Argument(..., help="labelled images: class folders, a path,label CSV or an .npz"),
+    path_column: str = typer.Option("path", help="CSV column with image paths"),
+    label_column: str = typer.Option("label", help="CSV column with labels"),
+    root: Path | None = typer.Option(None, help="folder the CSV's paths are relative to (default: the CSV's)"),
+    output_dir: Path | None = typer.Option(None, help="write report.md with plots here"),
+) -> None:
+    """Metrics of a trained classifier on labelled images."""
+    from tujie_vision.classifier import ImageClassifier
+
+    evaluation = ImageClassifier.load(run).evaluate(
+        data, path_column=path_column, label_column=label_column, root=root, output_dir=output_dir
+    )
+    _print_metrics(str(data), evaluation.metrics)
+    if output_dir is not None:
+        console.print(f"report: {output_dir / 'report.md'}")
+
+
+@classify.command()
+def predict(
+    run: Path = typer.Argument(..., help="a run folder (or its model/ folder)"),
+    inputs: Path = typer.Argument(..., help="a folder of images, a .txt list of paths, an .npz or one image"),
+    output: Path = typer.Argument(..., help="CSV to write (file, label, score, p_<class>...)"),
+    batch_size: int = typer.Option(64, min=1),
+    chunk_size: int = typer.Option(256, min=1, help="images read, predicted and written at a time"),
+    workers: int | None = typer.Option(None, min=1, help="decoding threads (default: one per core)"),
+    restart: bool = typer.Option(False, "--restart", help="start over instead of resuming an interrupted run"),
+) -> None:
+    """Classify every image, streaming; unreadable files go to OUTPUT.rejects.csv with the reason, and a rerun
+    after an interruption resumes where it stopped."""
+    from tujie_vision.classifier import ImageClassifier
+
+    summary = ImageClassifier.load(run).predict_files(
+        inputs,
+        output,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        workers=workers,
+        resume=not restart,
+        progress="auto",
+    )
+    if summary.rejected:
+        err_console.print(f"warning: {inputs}: skipped {summary.rejected} bad file(s)", markup=False)
+        for row in summary.examples[:10]:
+            err_console.print(f"  {row}", markup=False)
+        err_console.print(f"  all of them → {summary.rejects}", markup=False)
+    resumed = f" (resumed after {summary.resumed_from})" if summary.resumed_from else ""
+    console.print(f"predicted {summary.predicted} image(s) → {summary.output}{resumed}")
