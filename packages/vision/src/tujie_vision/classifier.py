@@ -14,7 +14,7 @@ never unpickles anything.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,17 +200,6 @@ class ImageClassifier:
         ``score``, one ``p_<class>`` column per class), on core's streaming engine: decoding on ``workers`` threads,
         memory flat in the number of images, unreadable files listed with the reason in ``<output>.rejects.csv``
         while every good one is predicted, and a rerun after an interruption resumes where it stopped."""
-        inputs = Path(inputs)
-        _input_rows(inputs)  # a missing input fails now, not in a worker
-
-        def prepare(records: list[Any]) -> list[Any]:
-            prepared: list[Any] = []
-            for record in records:
-                try:
-                    prepared.append(self.preprocess(record))
-                except DataError as exc:
-                    prepared.append(Rejected(str(exc).removeprefix(f"{record}: ")))
-            return prepared
 
         def predict(items: list[Tensor]) -> list[list[Any]]:
             rows_out = []
@@ -220,23 +209,20 @@ class ImageClassifier:
                     rows_out.append([p.label, f"{p.score:.6f}", *(f"{v:.6f}" for v in p.probabilities.values())])
             return rows_out
 
-        job = {
-            "input": file_fingerprint(inputs) if inputs.is_file() else {"folder": str(inputs.resolve())},
-            "model": module_fingerprint(self.model),
-            "classes": self.class_names,
-            "options": [batch_size, self.decision_threshold, list(self.input_shape)],
-        }
-        return predict_stream(
-            lambda: _input_rows(inputs),
-            predict,
+        return stream_images(
+            inputs,
             output,
+            load=self.preprocess,
+            predict=predict,
             header=["label", "score", *(f"p_{n}" for n in self.class_names)],
-            prepare=prepare,
-            id_column="file",
+            job={
+                "model": module_fingerprint(self.model),
+                "classes": self.class_names,
+                "options": [batch_size, self.decision_threshold, list(self.input_shape)],
+            },
             chunk_size=chunk_size,
             workers=workers,
             resume=resume,
-            job=job,
             progress=progress,
         )
 
@@ -291,6 +277,50 @@ class _PreprocessedDataset(ImageDataset):
         return self.classifier.preprocess(self.images[index]), torch.as_tensor(target, dtype=dtype)
 
 
+def stream_images(
+    inputs: str | Path,
+    output: str | Path,
+    *,
+    load: Callable[[Any], Any],
+    predict: Callable[[list[Any]], list[list[Any]]],
+    header: list[str],
+    job: dict[str, Any],
+    chunk_size: int,
+    workers: int | None,
+    resume: bool,
+    progress: Mode,
+) -> InferenceSummary:
+    """Core's streaming engine over the images under ``inputs`` (see :func:`input_rows`): ``load`` turns one record
+    (a path or a PIL image) into a model input on the worker threads, a DataError making that file a reject;
+    ``predict`` turns a chunk of inputs into output rows. ``job`` (with the input's identity) decides resuming."""
+    inputs = Path(inputs)
+    input_rows(inputs)  # a missing input fails now, not in a worker
+
+    def prepare(records: list[Any]) -> list[Any]:
+        prepared: list[Any] = []
+        for record in records:
+            try:
+                prepared.append(load(record))
+            except DataError as exc:
+                prepared.append(Rejected(str(exc).removeprefix(f"{record}: ")))
+        return prepared
+
+    identity = file_fingerprint(inputs) if inputs.is_file() else {"folder": str(inputs.resolve())}
+    return predict_stream(
+        lambda: input_rows(inputs),
+        predict,
+        output,
+        header=header,
+        prepare=prepare,
+        id_column="file",
+        chunk_size=chunk_size,
+        workers=workers,
+        resume=resume,
+        job={"input": identity, **job},
+        progress=progress,
+    )
+
+
 def _array_image(array: np.ndarray) -> Image.Image:
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -302,7 +332,7 @@ def _array_image(array: np.ndarray) -> Image.Image:
     return Image.fromarray(array)
 
 
-def _input_rows(inputs: Path) -> Iterator[tuple[str, Any]]:
+def input_rows(inputs: Path) -> Iterator[tuple[str, Any]]:
     """``(row id, record)`` pairs: file paths (reported relative to a folder) or npz rows (their index)."""
     if inputs.is_dir():
         files = sorted(p for p in inputs.rglob("*") if p.is_file() and not p.name.startswith("."))

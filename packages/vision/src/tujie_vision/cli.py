@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from tujie_core import TujieError
 from tujie_core.cli import DP_OPTION, metrics_table, plugin_flags
 
 app = typer.Typer(help="Vision: image classification on timm architectures or a small CNN.", no_args_is_help=True)
@@ -108,3 +109,120 @@ def predict(
         err_console.print(f"  all of them → {summary.rejects}", markup=False)
     resumed = f" (resumed after {summary.resumed_from})" if summary.resumed_from else ""
     console.print(f"predicted {summary.predicted} image(s) → {summary.output}{resumed}")
+
+
+detect = typer.Typer(help="Train, evaluate and apply YOLO detectors (ultralytics, offline).", no_args_is_help=True)
+app.add_typer(detect, name="detect")
+
+
+def bundled_detection_config() -> Path:
+    return bundled_config("vehicles_yolo")
+
+
+@detect.command("train")
+def detect_train(
+    config: Path | None = typer.Argument(None, help="detection run config (YAML); default: YOLO11n on driving scenes"),
+    data: Path | None = typer.Option(None, help="a YOLO data.yaml (default: generated driving scenes)"),
+    model: str | None = typer.Option(None, help="architecture yaml (yolo11n.yaml, yolov8s.yaml, a file) or your .pt"),
+    epochs: int | None = typer.Option(None, help="epochs"),
+    imgsz: int | None = typer.Option(None, help="training image size"),
+    resume: Path | None = typer.Option(None, help="a detection run folder to continue"),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: options.mosaic=0.5"),
+) -> None:
+    """Train a YOLO detector in a tujie run folder (ultralytics/ weights, metrics.jsonl, report.md)."""
+    from tujie_core import load_config, train_from_config
+
+    if config is None:
+        config = resume / "config.yaml" if resume is not None and (resume / "config.yaml").is_file() else None
+    shortcuts = {"data.yaml": data, "model": model, "epochs": epochs, "imgsz": imgsz}
+    extra = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
+    result = train_from_config(load_config(config or bundled_detection_config(), [*extra, *overrides]), resume=resume)
+    _print_metrics("metrics (best weights)", result.metrics)
+    console.print(f"run folder: {result.run_dir}\nreport: {result.report}")
+
+
+@detect.command("evaluate")
+def detect_evaluate(
+    run: Path = typer.Argument(..., help="a detection run folder"),
+    data: Path | None = typer.Option(None, help="a YOLO data.yaml (default: the run's own)"),
+    split: str = typer.Option("val", help="val | test | train"),
+) -> None:
+    """Precision, recall, mAP50 and mAP50-95 of a run's best weights on a split of a YOLO dataset."""
+    import yaml
+
+    from tujie_vision.detection import WEIGHTS, check_data_yaml, data_yaml_of, evaluate_weights
+
+    if not (run / WEIGHTS / "best.pt").is_file():
+        raise TujieError(f"{run}: not a detection run folder (no {WEIGHTS / 'best.pt'})")
+    data_file = check_data_yaml(data) if data is not None else data_yaml_of(run)
+    imgsz = int(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["imgsz"])
+    _print_metrics(f"{data_file} ({split})", evaluate_weights(run / WEIGHTS / "best.pt", data_file, split, imgsz))
+
+
+@detect.command("predict")
+def detect_predict(
+    run: Path = typer.Argument(..., help="a detection run folder"),
+    inputs: Path = typer.Argument(..., help="a folder of images, a .txt list of paths or one image"),
+    output: Path = typer.Argument(..., help="CSV to write (file, count, boxes as JSON)"),
+    conf: float = typer.Option(0.25, min=0, max=1, help="confidence threshold"),
+    chunk_size: int = typer.Option(64, min=1, help="images read, predicted and written at a time"),
+    restart: bool = typer.Option(False, "--restart", help="start over instead of resuming an interrupted run"),
+) -> None:
+    """Detect objects in every image, streaming; unreadable files go to OUTPUT.rejects.csv."""
+    from tujie_vision.detection import YoloDetector, predict_files
+
+    summary = predict_files(
+        YoloDetector.load(run, conf=conf), inputs, output, chunk_size=chunk_size, resume=not restart
+    )
+    if summary.rejected:
+        err_console.print(f"warning: {inputs}: skipped {summary.rejected} bad file(s)", markup=False)
+        for row in summary.examples[:10]:
+            err_console.print(f"  {row}", markup=False)
+    console.print(f"predicted {summary.predicted} image(s) → {summary.output}")
+
+
+@app.command("make-driving-data")
+def make_driving_data(
+    output: Path = typer.Argument(..., help="folder to write the YOLO dataset into"),
+    scenario: str = typer.Option("highway-fast", help="highway-fast | highway | merge | roundabout | intersection…"),
+    frames: int = typer.Option(200, min=1, help="training frames"),
+    val_frames: int = typer.Option(50, min=0, help="validation frames (episodes with other seeds)"),
+    seed: int = typer.Option(0),
+    width: int = typer.Option(400, min=32),
+    height: int = typer.Option(200, min=32),
+    density: float = typer.Option(1.5, help="traffic density (vehicles_density)"),
+) -> None:
+    """Render highway-env frames and label every vehicle from simulator state: a YOLO dataset."""
+    import yaml
+
+    from tujie_vision.scenes import make_driving_data as make
+
+    path = make(
+        output,
+        scenario=scenario,
+        frames_count=frames,
+        val_frames=val_frames,
+        seed=seed,
+        width=width,
+        height=height,
+        vehicles_density=density,
+    )
+    facts = yaml.safe_load(path.read_text(encoding="utf-8"))["tujie"]
+    console.print(f"{facts['frames']} + {facts['val_frames']} frames, {facts['boxes']} boxes → {path}")
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="an image classification or detection run folder"),
+    output: Path | None = typer.Option(None, help="ONNX file (default: beside the run's weights)"),
+    atol: float = typer.Option(1e-3, help="largest allowed |ONNX − PyTorch| on random inputs"),
+    imgsz: int | None = typer.Option(None, help="detector input size (default: the training size)"),
+) -> None:
+    """Export a trained model to ONNX, check parity with PyTorch and compare their CPU latency."""
+    from tujie_vision.export import export_run
+
+    try:
+        result = export_run(run, output, atol=atol, imgsz=imgsz)
+    except ValueError as exc:
+        raise TujieError(str(exc)) from None
+    console.print(result.describe())

@@ -1,0 +1,177 @@
+"""Driving-scene data and YOLO detection as a kind of run: boxes on the vehicles, one offline epoch, resume, the
+detector protocol, streaming prediction, ONNX parity, and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from tujie_core import Callback, ConfigError, DataError, load_config, train_from_config
+from tujie_core.config import ParamSpec
+from tujie_core.protocols import Detection, Detector
+from tujie_core.runs import kind_of, parse_config
+from tujie_vision.scenes import SceneOptions, frames, make_driving_data
+
+ROAD_GRAY = np.array([100, 100, 100])
+
+
+def test_boxes_from_simulator_state_land_on_the_vehicles() -> None:
+    for frame, boxes in frames(SceneOptions(), count=3, seed=4):
+        assert frame.shape == (200, 400, 3) and frame.std() > 5  # a real rendering, not a blank frame
+        assert len(boxes) >= 2
+        for x1, y1, x2, y2 in boxes.astype(int):
+            inside = frame[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1].reshape(-1, 3)
+            off_road = np.abs(inside.astype(int) - ROAD_GRAY).sum(1) > 30
+            assert off_road.mean() > 0.6, (x1, y1, x2, y2)  # the box is filled by the vehicle's body
+        gray = np.abs(frame.astype(int) - ROAD_GRAY).sum(2) <= 30
+        covered = np.zeros(gray.shape, bool)
+        for x1, y1, x2, y2 in boxes.astype(int):
+            covered[y1:y2, x1:x2] = True
+        vehicle_colour = ~gray & ~(frame.min(2) > 200)  # neither road nor white lane marking
+        assert vehicle_colour[~covered].mean() < 0.01  # no vehicle pixel outside every box
+
+
+def test_a_yolo_dataset_is_written_with_held_out_episodes(tmp_path: Path) -> None:
+    path = make_driving_data(tmp_path / "d", frames_count=4, val_frames=2, seed=1)
+    data = yaml.safe_load(path.read_text())
+    assert data["names"] == {0: "vehicle"} and data["tujie"]["boxes"] > 0
+    labels = sorted((tmp_path / "d" / "labels" / "train").glob("*.txt"))
+    assert len(labels) == 4 and len(list((tmp_path / "d" / "images" / "val").glob("*.png"))) == 2
+    rows = np.array([list(map(float, line.split())) for line in labels[0].read_text().splitlines()])
+    assert (rows[:, 0] == 0).all() and (rows[:, 1:] >= 0).all() and (rows[:, 1:] <= 1).all()
+    train_first = np.asarray(Image.open(tmp_path / "d" / "images" / "train" / "train_000000.png"))
+    val_first = np.asarray(Image.open(tmp_path / "d" / "images" / "val" / "val_000000.png"))
+    assert not np.array_equal(train_first, val_first)
+    with pytest.raises(ConfigError, match="no highway-env scenario 'moon'"):
+        make_driving_data(tmp_path / "x", scenario="moon")
+
+
+def _config(tmp_path: Path, **extra):
+    return parse_config(
+        {
+            "kind": "detection",
+            "name": "det",
+            "output_dir": str(tmp_path),
+            "data": {"generate": {"frames": 8, "val_frames": 2, "seed": 0}},
+            "epochs": 1,
+            "imgsz": 128,
+            "batch": 4,
+            **extra,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def detection_run(tmp_path_factory):
+    return train_from_config(_config(tmp_path_factory.mktemp("det")))
+
+
+def test_one_offline_yolo_epoch_is_a_run_folder(detection_run) -> None:
+    run = detection_run.run_dir
+    assert {"val/mAP50", "val/mAP50-95", "val/precision", "val/recall"} <= set(detection_run.metrics)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["kind"] == "detection" and summary["epochs"] == 1
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "ultralytics" / "weights" / "best.pt").is_file()
+    assert "Detection run: det" in detection_run.report.read_text()
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 0
+
+
+def test_the_detector_implements_core_protocol(detection_run) -> None:
+    detector = detection_run.model
+    assert isinstance(detector, Detector) and detector.class_names == ["vehicle"]
+    frame = np.asarray(Image.open(next((detection_run.run_dir / "data" / "images" / "val").glob("*.png"))))
+    found = detector.detect(frame)
+    assert isinstance(found, list) and all(isinstance(d, Detection) for d in found)
+    with pytest.raises(DataError, match=r"RGB array \(H, W, 3\)"):
+        detector.detect(frame[..., 0])
+
+
+def test_streaming_prediction_reports_bad_files(detection_run, tmp_path: Path) -> None:
+    from tujie_vision.detection import predict_files
+
+    images = detection_run.run_dir / "data" / "images" / "val"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for image in images.glob("*.png"):
+        (folder / image.name).write_bytes(image.read_bytes())
+    (folder / "broken.png").write_bytes(b"nope")
+    summary = predict_files(detection_run.model, folder, tmp_path / "boxes.csv", chunk_size=1)
+    assert (summary.predicted, summary.rejected) == (2, 1)
+    rows = list(csv.DictReader((tmp_path / "boxes.csv").open()))
+    assert all(int(r["count"]) == len(json.loads(r["boxes"])) for r in rows)
+
+
+def test_a_detection_run_resumes_in_place(tmp_path: Path) -> None:
+    class Crash(Callback):
+        def on_train_epoch_end(self, trainer, metrics):
+            if trainer.state.epoch == 1:
+                raise RuntimeError("power cut")
+
+    config = _config(tmp_path, epochs=2)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train_from_config(config, callbacks=[Crash()])
+    (run,) = (tmp_path / "det").iterdir()
+    resumed = train_from_config(config, resume=run)
+    assert resumed.run_dir == run and json.loads((run / "summary.json").read_text())["epochs"] == 2
+
+
+def test_onnx_export_matches_pytorch(detection_run) -> None:
+    from tujie_vision.export import export_run
+
+    result = export_run(detection_run.run_dir, repeats=3)
+    assert result.path.suffix == ".onnx" and result.path.is_file()
+    assert result.max_abs_diff < 1e-3 and result.torch_ms > 0 and result.onnx_ms > 0
+
+
+def test_detection_configs_fail_with_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"options\.epochs: set it as the config's own key"):
+        _config(tmp_path, options={"epochs": 3})
+    with pytest.raises(ConfigError, match=r"options\.mosiac: not an ultralytics training argument"):
+        _config(tmp_path, options={"mosiac": 0.5})
+    with pytest.raises(ConfigError, match="take no plugins"):
+        _config(tmp_path, plugins=[{"name": "dp", "epsilon": 3}])
+    config = _config(tmp_path, data={"yaml": str(tmp_path / "missing.yaml")})
+    with pytest.raises(DataError, match=r"missing\.yaml: no such data\.yaml"):
+        train_from_config(config)
+    kind_of(config).check_space(config, {"lr0": ParamSpec(type="float", low=1e-3, high=1e-1)})
+    with pytest.raises(ConfigError, match=r"tune\.space\.imgsz"):
+        kind_of(config).check_space(config, {"imgsz": ParamSpec(type="int", low=1, high=2)})
+
+
+def test_detect_and_export_cli(tujie, detection_run, tmp_path: Path) -> None:
+    made = tujie(
+        "vision", "make-driving-data", str(tmp_path / "scenes"), "--frames", "2", "--val-frames", "1", cwd=tmp_path
+    )
+    assert made.returncode == 0 and (tmp_path / "scenes" / "data.yaml").is_file()
+    evaluated = tujie("vision", "detect", "evaluate", str(detection_run.run_dir), cwd=tmp_path)
+    assert evaluated.returncode == 0 and "mAP50" in evaluated.stdout
+    predicted = tujie(
+        "vision",
+        "detect",
+        "predict",
+        str(detection_run.run_dir),
+        str(tmp_path / "scenes" / "images" / "val"),
+        str(tmp_path / "p.csv"),
+        cwd=tmp_path,
+    )
+    assert predicted.returncode == 0 and "predicted 1 image(s)" in predicted.stdout
+    exported = tujie("vision", "export", str(detection_run.run_dir), "--output", str(tmp_path / "m.onnx"), cwd=tmp_path)
+    assert exported.returncode == 0 and "m.onnx: max |ONNX − PyTorch|" in exported.stdout
+    bad = tujie(
+        "vision", "detect", "train", "--data", str(tmp_path / "none.yaml"), "-s", f"output_dir={tmp_path}", cwd=tmp_path
+    )
+    assert bad.returncode == 2 and "none.yaml: no such data.yaml" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert tujie("vision", "export", str(tmp_path), cwd=tmp_path).returncode == 2
+
+
+def test_the_bundled_detection_config_parses() -> None:
+    from tujie_vision.cli import bundled_detection_config
+
+    assert load_config(bundled_detection_config()).kind == "detection"
