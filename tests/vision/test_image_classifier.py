@@ -15,16 +15,16 @@ from sklearn.datasets import load_digits
 from tujie_core import ConfigError, DataError, RunConfig, train_from_config
 from tujie_vision.classifier import ImageClassifier
 
-TINY_CNN = {"name": "cnn", "channels": [8, 16]}
+TINY_CNN = {"name": "cnn", "channels": [16, 32]}
 
 
 @pytest.fixture(scope="module")
 def digits_classifier(tmp_path_factory) -> ImageClassifier:
     out = tmp_path_factory.mktemp("runs")
     return ImageClassifier.train(
-        data={"image_size": 16},
+        data={"image_size": 16, "batch_size": 32},
         model=TINY_CNN,
-        epochs=3,
+        epochs=4,
         output_dir=out,
         trainer={"progress": "none"},
         optimizer={"name": "adamw", "lr": 0.01},
@@ -32,11 +32,11 @@ def digits_classifier(tmp_path_factory) -> ImageClassifier:
 
 
 def test_a_trained_classifier_predicts_arrays_paths_and_pil_images(digits_classifier, tmp_path: Path) -> None:
-    assert digits_classifier.result.metrics["test/accuracy"] > 0.6
+    assert digits_classifier.result.metrics["test/accuracy"] > 0.8  # 0.90 measured; chance is 0.1
     digits = load_digits()
     pixels = (digits.images[:40] * 16).clip(0, 255).astype(np.uint8)
     predictions = digits_classifier.predict(list(pixels))
-    assert np.mean([p.label == str(t) for p, t in zip(predictions, digits.target[:40], strict=True)]) > 0.6
+    assert np.mean([p.label == str(t) for p, t in zip(predictions, digits.target[:40], strict=True)]) > 0.8
     assert abs(sum(predictions[0].probabilities.values()) - 1) < 1e-5
     from PIL import Image
 

@@ -226,3 +226,43 @@ def export(
     except ValueError as exc:
         raise TujieError(str(exc)) from None
     console.print(result.describe())
+
+
+gan = typer.Typer(help="A conditional DCGAN: synthesise images of a chosen class.", no_args_is_help=True)
+app.add_typer(gan, name="gan")
+
+
+@gan.command("train")
+def gan_train(
+    config: Path | None = typer.Argument(None, help="GAN run config (YAML); default: the digits at 16×16"),
+    data: Path | None = typer.Option(None, help="images: class folders, a path,label CSV or an .npz"),
+    image_size: int | None = typer.Option(None, help="square power of two, 8–128"),
+    epochs: int | None = typer.Option(None),
+    resume: Path | None = typer.Option(None, help="a GAN run folder to continue"),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: latent_dim=100"),
+) -> None:
+    """Train a conditional DCGAN in a run folder (model/, samples grid, report.md)."""
+    from tujie_core import load_config, train_from_config
+
+    if config is None:
+        config = resume / "config.yaml" if resume is not None and (resume / "config.yaml").is_file() else None
+    shortcuts = {"data.path": data, "data.image_size": image_size, "epochs": epochs}
+    extra = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
+    result = train_from_config(load_config(config or bundled_config("digits_gan"), [*extra, *overrides]), resume=resume)
+    _print_metrics("last epoch", result.metrics)
+    console.print(f"run folder: {result.run_dir}\nsamples: {result.run_dir / 'plots' / 'samples.png'}")
+
+
+@gan.command("sample")
+def gan_sample(
+    run: Path = typer.Argument(..., help="a GAN run folder"),
+    output: Path = typer.Argument(..., help="folder to write <class>/<n>.png into (an images folder)"),
+    label: list[str] = typer.Option(..., "--class", help="class to draw (repeat for several)"),
+    count: int = typer.Option(100, min=1, help="images per class"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Draw images of chosen classes from a trained GAN, as a class-folder tree ready for data.extra_train."""
+    from tujie_vision.gan import ConditionalGAN
+
+    folder = ConditionalGAN.load(run).save_samples(output, dict.fromkeys(label, count), seed)
+    console.print(f"{count} image(s) of {', '.join(label)} → {folder}")

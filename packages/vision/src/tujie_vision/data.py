@@ -355,7 +355,8 @@ def images(
     cutmix: float = 0.0,
     mix_label_smoothing: float = 0.0,
     classes: list[str] | None = None,
-    per_class: int | None = None,
+    per_class: int | dict[str, int] | None = None,
+    extra_train: Path | None = None,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     seed: int = 0,
@@ -367,8 +368,10 @@ def images(
     class_names: list[str] | None = None,
 ) -> DataSplits:
     """Images for classification from a folder, a CSV/TSV, an ``.npz`` or (``path`` unset) scikit-learn's digits;
-    see the module doc. ``cache``: decode every file once into memory (and check it) instead of on each access;
-    ``class_names``: names for an ``.npz``'s integer labels."""
+    see the module doc. ``per_class``: at most N training images per class, or ``{class: N}`` for the named ones
+    only (a rare class); ``extra_train``: more training images (a folder of class folders, e.g. GAN samples) added
+    after the split and the caps; ``cache``: decode every file once into memory (and check it) instead of on each
+    access; ``class_names``: names for an ``.npz``'s integer labels."""
     source = _read(path, path_column, label_column, root, delimiter, class_names)
     shape = _shape_of(source, channels, image_size)
     if cache and isinstance(source.images, list):
@@ -387,7 +390,14 @@ def images(
     rng = np.random.default_rng(seed)
     rows = {s: np.flatnonzero(keep & (split_of == s)) for s in SPLITS}
     if per_class is not None:
-        rows["train"] = _cap(rows["train"], targets, per_class, rng, source.multilabel)
+        if isinstance(per_class, dict) and not set(map(str, per_class)) <= set(names):
+            raise DataError(
+                f"{where}: per_class names classes not in the data: {sorted(set(map(str, per_class)) - set(names))}"
+            )
+        limits = {names.index(str(c)): n for c, n in per_class.items()} if isinstance(per_class, dict) else per_class
+        rows["train"] = _cap(rows["train"], targets, limits, rng, source.multilabel)
+    if extra_train is not None:
+        source, targets, rows = _with_extra(source, targets, rows, Path(extra_train), names, shape)
     if len(rows["train"]) == 0:
         raise DataError(f"{where}: no training images left (classes, per_class or the split fractions)")
     kind = "multilabel" if source.multilabel else "binary" if len(names) == 2 else "multiclass"
@@ -466,11 +476,49 @@ def _targets(source: Source, names: list[str]) -> np.ndarray:
 
 
 def _cap(
-    rows: np.ndarray, targets: np.ndarray, per_class: int, rng: np.random.Generator, multilabel: bool
+    rows: np.ndarray, targets: np.ndarray, limit: int | dict[int, int], rng: np.random.Generator, multilabel: bool
 ) -> np.ndarray:
-    if per_class < 1:
-        raise DataError(f"per_class must be at least 1, got {per_class}")
+    """Training rows with at most ``limit`` per class (a dict: only for the classes it names)."""
+    limits = limit if isinstance(limit, dict) else dict.fromkeys(np.unique(targets[rows]).tolist(), limit)
+    if any(n < 1 for n in limits.values()):
+        raise DataError(f"per_class must be at least 1, got {limit}")
     if multilabel:
         raise DataError("per_class needs single-label classes")
-    kept = [rng.permutation(rows[targets[rows] == c])[:per_class] for c in np.unique(targets[rows])]
+    kept = [
+        rng.permutation(rows[targets[rows] == c])[: limits[c]] if c in limits else rows[targets[rows] == c]
+        for c in np.unique(targets[rows])
+    ]
     return np.sort(np.concatenate(kept))
+
+
+def _with_extra(
+    source: Source,
+    targets: np.ndarray,
+    rows: dict[str, np.ndarray],
+    extra_path: Path,
+    names: list[str],
+    shape: tuple[int, int, int],
+) -> tuple[Source, np.ndarray, dict[str, np.ndarray]]:
+    """``source`` with the images of ``extra_path`` appended as training rows (their classes must be ``names``)."""
+    extra = _read(extra_path, "path", "label", None, None, names)
+    if extra.multilabel or source.multilabel:
+        raise DataError(f"{extra_path}: extra_train takes single-label images")
+    unknown = sorted(set(map(str, extra.labels)) - set(names))
+    if unknown:
+        raise DataError(f"{extra_path}: classes {', '.join(unknown[:5])} are not classes of the data")
+    if isinstance(source.images, np.ndarray):
+        pixels = (
+            extra.images if isinstance(extra.images, np.ndarray) else _load_pixels(extra.images, shape[0], shape[1:])
+        )
+        if pixels.shape[1:] != (*shape[1:], shape[0]):
+            pixels = _resized(pixels, shape)
+        images: np.ndarray | list[Path] = np.concatenate([source.images, pixels])
+    elif isinstance(extra.images, list):
+        images = [*source.images, *extra.images]
+    else:
+        raise DataError(f"{extra_path}: arrays can be added to images in memory only; set cache: true")
+    index = {name: i for i, name in enumerate(names)}
+    added = np.array([index[str(v)] for v in extra.labels], dtype=np.int64)
+    train = np.concatenate([rows["train"], np.arange(len(targets), len(targets) + len(added))])
+    merged = Source(images, np.concatenate([source.labels, extra.labels]), source.class_names, None)
+    return merged, np.concatenate([targets, added]), {**rows, "train": train}
