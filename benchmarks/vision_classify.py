@@ -13,6 +13,7 @@ across GTSRB's classes, and scikit-learn's digits.
    ≥ 98.5 % test accuracy.
 
     python benchmarks/vision_classify.py [--quick] [--json PATH] [--parts gtsrb,transfer,digits]
+        [--models cnn,resnet,vit]
 
 ``--quick``: few epochs, the CNN only, one shot count (≤ 2 min; not for the figures). Wall time per model is printed.
 """
@@ -33,12 +34,13 @@ HUMAN = (98.84, "Stallkamp et al. 2012: human, full GTSRB test set at native res
 COMMITTEE = (99.46, "Stallkamp et al. 2012: IDSIA committee of CNNs, full test set, native resolution")
 FIRST_HALF = [str(c) for c in range(21)]
 SECOND_HALF = [str(c) for c in range(21, 43)]
-MODELS: dict[str, tuple[dict[str, Any], int]] = {  # name → (model section, epochs)
-    "small CNN (core cnn 64-128-256)": ({"name": "cnn", "channels": [64, 128, 256]}, 60),
-    "ResNet (timm/resnet10t)": ({"name": "timm/resnet10t"}, 40),
-    "ViT (timm/vit_tiny, patch 4, 4 blocks)": (
+MODELS: dict[str, tuple[str, dict[str, Any], int]] = {  # key → (name, model section, epochs)
+    "cnn": ("small CNN (core cnn 64-128-256)", {"name": "cnn", "channels": [64, 128, 256]}, 60),
+    "resnet": ("ResNet (timm/resnet10t)", {"name": "timm/resnet10t"}, 30),
+    "vit": (
+        "ViT (timm/vit_tiny, patch 4, 4 blocks)",
         {"name": "timm/vit_tiny_patch16_224", "patch_size": 4, "depth": 4, "drop_path_rate": 0.1},
-        60,
+        30,
     ),
 }
 
@@ -83,10 +85,10 @@ def run(data: dict[str, Any], model: dict[str, Any], epochs: int, out: Path, see
     return result, time.perf_counter() - start
 
 
-def gtsrb_rows(root: Path, out: Path, quick: bool) -> list[Row]:
+def gtsrb_rows(root: Path, out: Path, quick: bool, keys: list[str]) -> list[Row]:
     rows = []
-    models = dict(list(MODELS.items())[:1]) if quick else MODELS
-    for name, (model, epochs) in models.items():
+    for key in ["cnn"] if quick else keys:
+        name, model, epochs = MODELS[key]
         result, seconds = run(gtsrb_data(root), model, 3 if quick else epochs, out)
         accuracy = 100 * result.metrics["test/accuracy"]
         print(f"GTSRB {name}: {accuracy:.2f} % test accuracy, {seconds:.0f} s")
@@ -97,7 +99,7 @@ def gtsrb_rows(root: Path, out: Path, quick: bool) -> list[Row]:
 
 
 def transfer_rows(root: Path, out: Path, quick: bool) -> list[Row]:
-    cnn = MODELS["small CNN (core cnn 64-128-256)"][0]
+    cnn = MODELS["cnn"][1]
     source, seconds = run(gtsrb_data(root, classes=FIRST_HALF), cnn, 3 if quick else 40, out / "source")
     print(f"transfer source: classes 0–20, {100 * source.metrics['test/accuracy']:.2f} %, {seconds:.0f} s")
     rows = []
@@ -131,7 +133,11 @@ def digits_rows(out: Path, quick: bool) -> list[Row]:
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], lambda p: p.add_argument("--parts", default="gtsrb,transfer,digits"))
+    def options(parser) -> None:
+        parser.add_argument("--parts", default="gtsrb,transfer,digits")
+        parser.add_argument("--models", default="cnn,resnet,vit", help="GTSRB models: cnn, resnet, vit")
+
+    args = parse_args(__doc__.splitlines()[0], options)
     parts = args.parts.split(",")
     root = data_dir()
     rows: list[Row] = []
@@ -140,7 +146,7 @@ def main() -> None:
         if "digits" in parts:
             rows += digits_rows(out / "digits", args.quick)
         if "gtsrb" in parts:
-            rows += gtsrb_rows(root, out / "gtsrb", args.quick)
+            rows += gtsrb_rows(root, out / "gtsrb", args.quick, args.models.split(","))
         if "transfer" in parts:
             rows += transfer_rows(root, out / "transfer", args.quick)
     report("vision_classify", args.quick, rows, args.json)

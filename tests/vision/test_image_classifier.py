@@ -131,3 +131,31 @@ def test_the_dp_plugin_trains_an_image_model_and_refuses_mixup(tmp_path: Path) -
     mixed = config.model_copy(update={"data": config.data.model_copy(update={"mixup": 0.2})})
     with pytest.raises(ConfigError, match="batches mix samples"):
         train_from_config(RunConfig.model_validate(mixed.model_dump()))
+
+
+def test_image_runs_are_tuned_and_compressed_like_any_run(tmp_path: Path) -> None:
+    from tujie_core import compress_run
+    from tujie_core.runs import parse_config
+    from tujie_core.tune import tune
+
+    raw = {
+        "name": "tuned",
+        "output_dir": str(tmp_path),
+        "data": {"name": "images", "batch_size": 128},
+        "model": {"name": "cnn", "channels": [8, 16]},
+        "trainer": {"max_epochs": 1, "progress": "none", "monitor": "val/accuracy", "mode": "max"},
+        "tune": {
+            "space": {
+                "data.augment": {"type": "categorical", "choices": ["none", "light"]},
+                "optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+            },
+            "trials": 2,
+            "pruner": None,
+        },
+    }
+    result = tune(parse_config(raw))
+    assert result.best_config.is_file() and 0 < result.best_value <= 1
+    run = train_from_config(parse_config({k: v for k, v in raw.items() if k != "tune"}))
+    table = compress_run(run.run_dir, ["prune", "int8"], fine_tune_epochs=0)
+    assert [row.method for row in table.rows][1:] == ["prune", "int8"]
+    assert all(row.metric is not None and row.metric > 0.1 for row in table.rows)

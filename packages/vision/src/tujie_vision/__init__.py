@@ -1,8 +1,16 @@
-"""tujie vision: timm classification and ultralytics YOLO detection.
+"""tujie vision: image classification on timm architectures or a small CNN, transfer learning, YOLO detection on
+generated driving scenes or your own data, a conditional DCGAN, and ONNX export.
 
-Built so far (issue 12, first part): every timm architecture in the core model registry as ``timm/<arch>``
-(``tujie_vision.models``), so a run config trains a ResNet, MobileNetV3 or ViT like any core model. The image
-classifier API, transfer learning, YOLO detection, the driving-scene generator and the GAN come next.
+>>> from tujie_vision import ImageClassifier
+>>> clf = ImageClassifier.train(data={"path": "signs/", "image_size": 32}, model="timm/resnet18")  # doctest: +SKIP
+
+Modules: ``data`` (the ``images`` dataset), ``models`` (``timm/<arch>`` in the core registry), ``classifier``,
+``detection`` (``kind: detection``, ``YoloDetector``), ``scenes`` (highway-env YOLO datasets), ``gan``
+(``kind: gan``), ``export`` (ONNX), ``cli`` (``tujie vision``).
 """
 
 __version__ = "0.1.0"
+
+from tujie_vision.classifier import ImageClassifier, Prediction
+
+__all__ = ["ImageClassifier", "Prediction"]

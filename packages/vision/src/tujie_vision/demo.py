@@ -18,8 +18,11 @@ def vision_demo(output_dir: Path, quick: bool = False) -> DemoResult:
     metrics = {f"digits {k}": classified.metrics[k] for k in ("test/accuracy", "test/f1_macro", "test/ece")}
     exported = export_run(classified.run_dir, repeats=20)
     metrics["digits ONNX / PyTorch latency ×"] = exported.ratio
-    detect = [f"output_dir={output_dir}", "data.generate.frames=60", "data.generate.val_frames=20"]
-    detect += ["epochs=2", "imgsz=160"] if quick else ["epochs=12", "imgsz=320"]
+    detect = [f"output_dir={output_dir}"]
+    if quick:
+        detect += ["data.generate.frames=12", "data.generate.val_frames=4", "epochs=1", "imgsz=128"]
+    else:
+        detect += ["data.generate.frames=60", "data.generate.val_frames=20", "epochs=12", "imgsz=320"]
     detected = train_from_config(load_config(bundled_detection_config(), detect))
     metrics |= {f"vehicles {k}": detected.metrics[k] for k in ("val/mAP50", "val/mAP50-95")}
     notes = [
