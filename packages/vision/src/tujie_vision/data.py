@@ -60,7 +60,14 @@ def read_image(path: Path, channels: int) -> Image.Image:
                 return image.convert("L" if channels == 1 else "RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        ImportError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: cannot read image ({reason})") from None
 
@@ -72,7 +79,13 @@ def probe(path: Path) -> tuple[str, tuple[int, int]]:
             return image.mode, image.size
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        ImportError,
+    ) as exc:  # ImportError: a format plugin missing
         raise DataError(f"{path}: cannot read image ({str(exc).splitlines()[0]})") from None
 
 
