@@ -20,7 +20,7 @@ from torch.ao.nn.quantized import dynamic as nnqd
 from torch.nn.utils import prune as torch_prune
 from torch.utils.data import DataLoader, TensorDataset
 
-from tujie_core import ClassificationTask, ConfigError, Trainer, create_model
+from tujie_core import ClassificationTask, ConfigError, RunConfig, Trainer, create_model, train_from_config
 from tujie_core.compress import (
     COMPRESSORS,
     CompressionContext,
@@ -41,6 +41,9 @@ from tujie_core.compress import (
     rows_to_json,
 )
 from tujie_core.data import DataSplits, digits
+from tujie_core.pretrained import save_pretrained
+from tujie_core.run import load_run
+from tujie_core.transfer import head_parameters
 
 
 # ---- helpers and fixtures -------------------------------------------------------------------------------------------
@@ -470,6 +473,49 @@ def test_distillation_loss_matches_definition() -> None:
         DistillationTask(nn.Linear(3, 5), teacher, 5, temperature=0)
     with pytest.raises(ValueError, match="alpha"):
         DistillationTask(nn.Linear(3, 5), teacher, 5, alpha=1.5)
+
+
+def test_a_run_config_distils_from_a_teacher_run_into_another_architecture(tmp_path: Path) -> None:
+    """``task: {name: distillation, teacher: RUN}`` (DeiT's recipe) with an MLP student of a CNN teacher. The
+    teacher's classes are rotated by one (its head's rows rolled) and labels are ignored (alpha=1): the student
+    learns the teacher's answers, not the labels, and the teacher's weights are used untouched."""
+
+    def config(name: str, model: dict, **extra) -> RunConfig:
+        return RunConfig.model_validate(
+            {
+                "name": name,
+                "output_dir": str(tmp_path),
+                "data": {"name": "digits", "as_image": True, "batch_size": 64},
+                "model": model,
+                "optimizer": {"name": "adamw", "lr": 3e-3},
+                "trainer": {"max_epochs": 6, "progress": "none", "seed": 0},
+                **extra,
+            }
+        )
+
+    teacher_run = load_run(train_from_config(config("teacher", {"name": "cnn", "channels": [8, 16]})).run_dir)
+    cnn = teacher_run.task.model
+    with torch.no_grad():
+        for name, param in cnn.named_parameters():
+            if name in head_parameters(cnn):
+                param.copy_(param.roll(1, dims=0))  # class c's logit now answers for class c + 1
+    save_pretrained(tmp_path / "rotated", cnn, teacher_run.model_config["model"])
+    task = {"name": "distillation", "teacher": str(tmp_path / "rotated"), "alpha": 1.0, "temperature": 2.0}
+    student = train_from_config(config("student", {"name": "mlp", "hidden": [64]}, task=task))
+    loaded = load_run(student.run_dir)
+    assert isinstance(loaded.task, DistillationTask) and loaded.config.model.name == "mlp"
+    for name, value in loaded.task.teacher.state_dict().items():
+        assert torch.equal(value, cnn.state_dict()[name]), name
+    x, y = loaded.splits.test.tensors
+    with torch.no_grad():
+        answers = loaded.task.model(x).argmax(-1)
+        agreement = (answers == loaded.task.teacher(x).argmax(-1)).float().mean()
+    assert agreement > 0.85 and (answers == y).float().mean() < 0.2, agreement
+
+    soft = F.one_hot(torch.tensor([2, 7]), 10).float() * 0.6 + 0.04  # a mixup target: metrics see its argmax
+    assert loaded.task.step((x[:2], soft)).target.tolist() == [2, 7]
+    with pytest.raises(ConfigError, match=r"task\.teacher"):
+        train_from_config(config("bad", {"name": "mlp"}, task={"name": "distillation", "teacher": str(tmp_path)}))
 
 
 # ---- registry -------------------------------------------------------------------------------------------------------

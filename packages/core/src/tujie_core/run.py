@@ -54,8 +54,10 @@ def build_task(config: RunConfig, info: DataInfo) -> Task:
     spec = config.task
     name = spec.name if spec else ("regression" if info.kind == "regression" else "classification")
     params: dict[str, Any] = dict(spec.params) if spec else {}
-    if name == "classification":
+    accepted = inspect.signature(TASKS.get(name)).parameters
+    if "mode" in accepted:  # classification-like tasks take their mode and class count from the data
         params.setdefault("mode", info.kind)
+    if "num_classes" in accepted:
         params.setdefault("num_classes", len(info.class_names) or info.num_outputs)
     runtime = {"model": model, "optimizer": config.optimizer, "scheduler": config.scheduler}
     return TASKS.create(name, where="task", runtime=runtime, **params)

@@ -236,7 +236,7 @@ class ClassificationTask(Task):
     def _criterion(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
         weights = None if self.class_weights is None else self.class_weights.to(outputs.device)
         if self.kind == "multiclass":
-            target = target.float() if _is_soft(target, outputs) else target.long()  # soft: mixup/cutmix
+            target = target.float() if is_soft(target, outputs) else target.long()  # soft: mixup/cutmix
             return F.cross_entropy(
                 outputs, target, weight=weights, label_smoothing=self.label_smoothing, reduction=reduction
             )
@@ -256,7 +256,7 @@ class ClassificationTask(Task):
     def step(self, batch: Any, with_predictions: bool = True, sample_losses: bool = False) -> StepOutput:
         out = super().step(batch, with_predictions, sample_losses)
         if with_predictions:
-            soft = self.kind == "multiclass" and _is_soft(out.target, out.preds)
+            soft = self.kind == "multiclass" and is_soft(out.target, out.preds)
             out.target = out.target.argmax(-1) if soft else out.target.long()  # metrics see the dominant class
         return out
 
@@ -273,7 +273,7 @@ class ClassificationTask(Task):
         return curve_metrics(self.kind, self.num_classes, self.thresholds, self.decision_threshold)
 
 
-def _is_soft(target: Tensor, outputs: Tensor) -> bool:
+def is_soft(target: Tensor, outputs: Tensor) -> bool:
     """A class-probability target (one row per sample, as mixup and cutmix make) rather than class indices."""
     return target.is_floating_point() and target.ndim == outputs.ndim and target.shape == outputs.shape
 

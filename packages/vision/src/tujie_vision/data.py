@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import csv
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,43 +51,36 @@ Augment = Literal["none", "light", "randaugment"]
 RANDAUGMENT = "rand-m9-mstd0.5-mmax9-inc1"  # magnitude ≤ 9: at 10, posterize keeps 0 bits, which Pillow ≥ 13 refuses
 
 
-def read_image(path: Path, channels: int) -> Image.Image:
-    """The image at ``path``, decoded and converted to ``channels`` (1: grayscale, 3: RGB); DataError otherwise."""
+# what Pillow raises on a file it cannot decode (ImportError: a format plugin missing, such as pi_heif)
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, ImportError, Image.DecompressionBombWarning)
+
+
+@contextmanager
+def opened(path: Path) -> Iterator[Image.Image]:
+    """``Image.open(path)`` whose failures (missing, corrupt, truncated, a decompression bomb) are one DataError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                image.load()
-                return image.convert("L" if channels == 1 else "RGB")
+                yield image
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file") from None
-    except (
-        UnidentifiedImageError,
-        OSError,
-        ValueError,
-        SyntaxError,
-        ImportError,
-        Image.DecompressionBombWarning,
-    ) as exc:
+    except UNREADABLE as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: cannot read image ({reason})") from None
 
 
+def read_image(path: Path, channels: int) -> Image.Image:
+    """The image at ``path``, decoded and converted to ``channels`` (1: grayscale, 3: RGB); DataError otherwise."""
+    with opened(path) as image:
+        image.load()
+        return image.convert("L" if channels == 1 else "RGB")
+
+
 def probe(path: Path) -> tuple[str, tuple[int, int]]:
     """(mode, (width, height)) from an image's header, without decoding it."""
-    try:
-        with Image.open(path) as image:
-            return image.mode, image.size
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such image file") from None
-    except (
-        UnidentifiedImageError,
-        OSError,
-        ValueError,
-        SyntaxError,
-        ImportError,
-    ) as exc:  # ImportError: a format plugin missing
-        raise DataError(f"{path}: cannot read image ({str(exc).splitlines()[0]})") from None
+    with opened(path) as image:
+        return image.mode, image.size
 
 
 def image_transform(

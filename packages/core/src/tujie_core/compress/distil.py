@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tujie_core.tasks import ClassificationTask, SpecLike, StepOutput
+from tujie_core.errors import ConfigError
+from tujie_core.pretrained import CONFIG_NAME, load_pretrained
+from tujie_core.tasks import TASKS, ClassificationTask, SpecLike, StepOutput, is_soft
 
 
 class DistillationTask(ClassificationTask):
@@ -60,7 +63,9 @@ class DistillationTask(ClassificationTask):
         if self.alpha > 0:
             loss = loss + self.alpha * self.distillation_loss(outputs, self._teacher_outputs(inputs, outputs.device))
         preds = self.predictions(outputs.detach()) if with_predictions else outputs.detach()
-        return StepOutput(loss, preds, target.long() if with_predictions else target, int(target.shape[0]))
+        if with_predictions:  # metrics see the dominant class of a mixup/cutmix target
+            target = target.argmax(-1) if self.kind == "multiclass" and is_soft(target, outputs) else target.long()
+        return StepOutput(loss, preds, target, int(target.shape[0]))
 
     def distillation_loss(self, student: Tensor, teacher: Tensor) -> Tensor:
         """``T²·KL(teacher ‖ student)`` of temperature-softened outputs, summed over classes, mean over the batch."""
@@ -77,3 +82,41 @@ class DistillationTask(ClassificationTask):
         if param is not None and param.device != device:
             self.teacher.to(device)
         return self.teacher(inputs)
+
+
+@TASKS.register("distillation")
+def distillation_task(
+    model: nn.Module,
+    teacher: str,
+    num_classes: int,
+    mode: Literal["binary", "multiclass", "multilabel"] = "multiclass",
+    temperature: float = 4.0,
+    alpha: float = 0.5,
+    class_weights: list[float] | None = None,
+    label_smoothing: float = 0.0,
+    optimizer: SpecLike = None,
+    scheduler: SpecLike = None,
+) -> DistillationTask:
+    """``task: {name: distillation, teacher: RUN_DIR}``: train the run's model against a trained teacher.
+
+    ``teacher`` is a finished tujie run folder (or its ``model/`` folder: safetensors, no pickle). The student may be
+    any architecture that takes the same inputs, as DeiT trains a ViT against a CNN (Touvron et al., 2021); the run
+    saves the student only, and rebuilding the run's task later needs the teacher folder again.
+    """
+    folder = Path(teacher).expanduser()
+    folder = folder / "model" if (folder / "model" / CONFIG_NAME).is_file() else folder
+    if not (folder / CONFIG_NAME).is_file():
+        raise ConfigError(f"task.teacher: {teacher} is not a finished run folder or a model folder")
+    teacher_model, _ = load_pretrained(folder)
+    return DistillationTask(
+        model,
+        teacher_model,
+        num_classes,
+        temperature=temperature,
+        alpha=alpha,
+        mode=mode,
+        class_weights=class_weights,
+        label_smoothing=label_smoothing,
+        optimizer=optimizer,
+        scheduler=scheduler,
+    )
