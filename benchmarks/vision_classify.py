@@ -57,6 +57,7 @@ RECIPES: dict[str, Recipe] = {
         "ViT, RandAugment + mixup/cutmix, 60 epochs", VIT, 60, {"augment": "randaugment", "mixup": 0.8, "cutmix": 1.0}
     ),
     "vit-distil": Recipe("ViT distilled from the small CNN (DeiT recipe)", VIT, 30, distil=True),
+    "vit-distil-long": Recipe("ViT distilled from the small CNN, 60 epochs", VIT, 60, distil=True),
 }
 
 

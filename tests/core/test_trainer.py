@@ -187,6 +187,43 @@ def test_test_and_predict(blob_loaders) -> None:
     assert float(accuracy) == pytest.approx(evaluation.metrics["test/accuracy"], abs=1e-6)
 
 
+def test_evaluation_and_prediction_use_infer_and_datasets_hear_the_epoch(blob_loaders) -> None:
+    """``Task.infer`` (sliding windows, test-time tricks) serves validation, test and predict; training uses
+    ``forward``. A training dataset with ``set_epoch`` is told each epoch (augmentation seeded per epoch)."""
+
+    class Recording(ClassificationTask):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.calls: list[tuple[str, bool]] = []
+
+        def forward(self, inputs):
+            self.calls.append(("forward", self.model.training))
+            return super().forward(inputs)
+
+        def infer(self, inputs):
+            self.calls.append(("infer", self.model.training))
+            return super().forward(inputs) * 0 + torch.tensor([5.0, 0.0, 0.0])  # always class 0
+
+    class EpochAware(TensorDataset):
+        def __init__(self, *tensors) -> None:
+            super().__init__(*tensors)
+            self.epochs: list[int] = []
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epochs.append(epoch)
+
+    train, val = blob_loaders
+    data = EpochAware(*train.dataset.tensors)
+    task = Recording(create_model("linear", input_shape=(4,), num_outputs=3), num_classes=3)
+    trainer = quiet(max_epochs=3)
+    trainer.fit(task, DataLoader(data, batch_size=16, shuffle=True), val)
+    assert data.epochs == [0, 1, 2]
+    assert set(task.calls) == {("forward", True), ("infer", False)}
+    assert trainer.predict(task, val).argmax(1).eq(0).all()
+    share = float((val.dataset.tensors[1] == 0).float().mean())
+    assert trainer.test(task, val).metrics["test/accuracy"] == pytest.approx(share)
+
+
 def test_binary_and_regression_tasks_train(blobs) -> None:
     x, y = blobs.tensors
     binary = TensorDataset(x, (y == 0).long())

@@ -20,7 +20,7 @@ RUNTIME_ARGS: dict[str, tuple[str, ...]] = {
     "callbacks": ("dirpath",),
 }
 # Arguments a config may set, and that the run takes from the data when it does not.
-FROM_DATA: dict[str, tuple[str, ...]] = {"tasks": ("num_classes", "mode")}
+FROM_DATA: dict[str, tuple[str, ...]] = {"tasks": ("num_classes", "mode", "input_shape")}
 
 
 def check_spec(registry: Registry, spec: ComponentSpec, where: str) -> None:

@@ -34,13 +34,15 @@ class DataInfo:
     class_names: list[str] = field(default_factory=list)
     feature_names: list[str] = field(default_factory=list)
     source: str = ""
+    task: str | None = None  # the task a run on this data takes when its config names none (e.g. segmentation)
 
 
 @dataclass
 class DataSplits:
     """Train/val/test datasets, what they hold, and an optional ``collate`` for training batches only (batch-level
-    augmentation: mixup, cutmix). A collate whose ``mixes_samples`` is True makes each training sample depend on
-    several records, which per-sample privacy (DP-SGD) refuses."""
+    augmentation: mixup, cutmix). A collate whose ``mixes_samples`` is True lets one record change several training
+    samples, which per-sample privacy (DP-SGD) refuses; its ``mixing`` and ``unmix`` attributes say how it mixes
+    them and what setting stops it."""
 
     train: Dataset
     val: Dataset | None

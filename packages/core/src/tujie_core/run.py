@@ -52,13 +52,15 @@ def build_task(config: RunConfig, info: DataInfo) -> Task:
     for plugin_spec in config.plugins:  # the same architecture on every rebuild (DP: GroupNorm for BatchNorm)
         model = PLUGINS.create(plugin_spec.name, where="plugins", **plugin_spec.params).prepare_model(model)
     spec = config.task
-    name = spec.name if spec else ("regression" if info.kind == "regression" else "classification")
+    name = spec.name if spec else info.task or ("regression" if info.kind == "regression" else "classification")
     params: dict[str, Any] = dict(spec.params) if spec else {}
     accepted = inspect.signature(TASKS.get(name)).parameters
     if "mode" in accepted:  # classification-like tasks take their mode and class count from the data
         params.setdefault("mode", info.kind)
     if "num_classes" in accepted:
         params.setdefault("num_classes", len(info.class_names) or info.num_outputs)
+    if "input_shape" in accepted:  # e.g. a sliding-window size from the training patch
+        params.setdefault("input_shape", info.input_shape)
     runtime = {"model": model, "optimizer": config.optimizer, "scheduler": config.scheduler}
     return TASKS.create(name, where="task", runtime=runtime, **params)
 

@@ -119,6 +119,15 @@ class Task:
             return self.model(**inputs)
         return self.model(inputs)
 
+    def infer(self, inputs: Any) -> Tensor:
+        """The forward pass of evaluation and prediction (the model in eval mode): :meth:`forward` by default;
+        override it for inference that differs from training, such as sliding windows over whole volumes."""
+        return self.forward(inputs)
+
+    def outputs(self, inputs: Any) -> Tensor:
+        """:meth:`forward` while the model trains, :meth:`infer` while it is evaluated."""
+        return self.forward(inputs) if self.model.training else self.infer(inputs)
+
     def loss(self, outputs: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -136,7 +145,7 @@ class Task:
         inputs, target = self.unpack(batch)
         if target is None:
             raise DataError("a training or evaluation batch has no target; unlabelled batches can only be predicted")
-        outputs = self.forward(inputs)
+        outputs = self.outputs(inputs)
         loss = self.loss(outputs, target)
         preds = self.predictions(outputs.detach()) if with_predictions else outputs.detach()
         per_sample = self.sample_losses(outputs, target) if sample_losses else None
@@ -144,7 +153,7 @@ class Task:
 
     def predict_step(self, batch: Any) -> Tensor:
         """Predictions for a batch, labelled or not."""
-        return self.predictions(self.forward(self.unpack(batch)[0]))
+        return self.predictions(self.infer(self.unpack(batch)[0]))
 
     # ---- metrics ----------------------------------------------------------------------------------------------
     def metrics(self, stage: str = "eval") -> MetricCollection:

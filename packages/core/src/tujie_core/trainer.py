@@ -392,7 +392,7 @@ class Trainer:
         sampler (``WeightedRandomSampler``, ``SubsetRandomSampler``, your own) is kept, reseeded every epoch when it
         has a ``generator``, and wrapped for distributed runs so each process draws its own share. Batch samplers,
         iterable datasets and loaders that are not ``DataLoader``s are used as they are: they shard and order
-        themselves (a ``set_epoch`` method is called every epoch).
+        themselves (a ``set_epoch`` method is called every epoch, on a training loader's dataset too).
         """
         if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
             return loader
@@ -428,6 +428,7 @@ class Trainer:
             inner.generator = torch.Generator().manual_seed(self.config.seed + epoch)
         for obj in (
             loader,
+            getattr(loader, "dataset", None),  # per-epoch augmentation seeded by (seed, epoch, index): exact resume
             sampler,
             getattr(getattr(loader, "batch_sampler", None), "sampler", None),
             getattr(loader, "batch_sampler", None),

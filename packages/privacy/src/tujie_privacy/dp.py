@@ -248,10 +248,12 @@ class DPSGD(Plugin):
             raise ConfigError(f"dp: trainer.precision must be full (32-true), got {tc.precision}")
         if not isinstance(train_loader, DataLoader) or isinstance(train_loader.dataset, IterableDataset):
             raise ConfigError("dp: the training data must be a DataLoader over a dataset with a length")
-        if getattr(train_loader.collate_fn, "mixes_samples", False):
+        collate = train_loader.collate_fn
+        if getattr(collate, "mixes_samples", False):
             raise ConfigError(
-                "dp: the training batches mix samples (mixup/cutmix), so one record changes several training "
-                "samples and per-sample clipping no longer bounds it; turn mixup and cutmix off"
+                f"dp: the training batches mix samples ({getattr(collate, 'mixing', 'mixup/cutmix')}), so one record "
+                "changes several training samples and per-sample clipping no longer bounds it; "
+                f"{getattr(collate, 'unmix', 'turn mixup and cutmix off')}"
             )
         batch_size = train_loader.batch_size or getattr(train_loader.batch_sampler, "batch_size", None)
         if not batch_size:

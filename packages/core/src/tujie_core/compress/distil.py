@@ -58,7 +58,7 @@ class DistillationTask(ClassificationTask):
 
     def step(self, batch: Any, with_predictions: bool = True, sample_losses: bool = False) -> StepOutput:
         inputs, target = self.unpack(batch)  # no per-sample losses (not asked for: distillation is not private)
-        outputs = self.forward(inputs)
+        outputs = self.outputs(inputs)
         loss = (1 - self.alpha) * self.loss(outputs, target)
         if self.alpha > 0:
             loss = loss + self.alpha * self.distillation_loss(outputs, self._teacher_outputs(inputs, outputs.device))
