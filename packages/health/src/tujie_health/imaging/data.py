@@ -67,6 +67,11 @@ class Synthetic:
     classes: int = 1
     seed: int = 0
 
+    def labels(self) -> dict[str, str]:
+        """Class names by label value: background, then foreground (or object 1, object 2, ...)."""
+        objects = ["foreground"] if self.classes == 1 else [f"object{c}" for c in range(1, self.classes + 1)]
+        return {str(c): name for c, name in enumerate(["background", *objects])}
+
     def records(self) -> list[dict[str, Any]]:
         if self.spatial_dims not in (2, 3) or self.count < 1 or self.classes < 1:
             raise DataError("data.synthetic: needs spatial_dims 2 or 3, count ≥ 1 and classes ≥ 1")
@@ -100,12 +105,35 @@ class Synthetic:
         return out
 
 
-def _name(path: Path) -> str:
+def volume_name(path: Path) -> str:
+    """A scan's name without its image suffix (``case1.nii.gz`` → ``case1``)."""
     name = path.name
     for suffix in IMAGE_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def write_synthetic(folder: str | Path, spec: Synthetic | None = None, labels: dict[str, str] | None = None) -> Path:
+    """Write synthetic volumes as a Decathlon-style dataset: ``imagesTr/``, ``labelsTr/`` (NIfTI) and
+    ``dataset.json``; a folder any of this package's loaders (and MONAI's) reads like real data."""
+    import nibabel as nib
+
+    folder, spec = Path(folder), spec or Synthetic()
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    entries = []
+    for record in spec.records():
+        name = f"{record['name']}.nii.gz"
+        for key, sub in (("image", "imagesTr"), ("label", "labelsTr")):
+            array = np.asarray(record[key][0], dtype=np.float32 if key == "image" else np.uint8)
+            nib.save(nib.Nifti1Image(array, np.eye(4)), str(folder / sub / name))
+        entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    names = labels or spec.labels()
+    meta = {"name": "synthetic", "description": f"tujie synthetic volumes, seed {spec.seed}", "labels": names}
+    meta |= {"modality": {"0": "synthetic"}, "numTraining": len(entries), "training": entries}
+    (folder / "dataset.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return folder
 
 
 def folder_records(root: Path) -> list[dict[str, Any]]:
@@ -117,13 +145,13 @@ def folder_records(root: Path) -> list[dict[str, Any]]:
             break
     else:
         raise DataError(f"{root}: expected images/ and labels/ folders (or imagesTr/ and labelsTr/), or dataset.json")
-    by_name = {_name(p): p for p in sorted(labels.iterdir()) if not p.name.startswith(".")}
+    by_name = {volume_name(p): p for p in sorted(labels.iterdir()) if not p.name.startswith(".")}
     records = []
     for image in sorted(p for p in images.iterdir() if not p.name.startswith(".")):
-        label = by_name.get(_name(image))
+        label = by_name.get(volume_name(image))
         if label is None:
             raise DataError(f"{image}: no label with the same name in {labels}")
-        records.append({"image": str(image), "label": str(label), "name": _name(image)})
+        records.append({"image": str(image), "label": str(label), "name": volume_name(image)})
     if not records:
         raise DataError(f"{images}: no images")
     return records
@@ -144,7 +172,7 @@ def decathlon_records(path: Path, split: str = "training") -> tuple[list[dict[st
         if not isinstance(entry, dict) or not {"image", "label"} <= set(entry):
             raise DataError(f"{path}: {split}[{i}] needs 'image' and 'label'")
         image, label = ((path.parent / entry[key]).resolve() for key in KEYS)
-        records.append({"image": str(image), "label": str(label), "name": _name(image)})
+        records.append({"image": str(image), "label": str(label), "name": volume_name(image)})
     labels = meta.get("labels") or {}
     return records, {str(k): str(v) for k, v in labels.items()}
 
@@ -161,10 +189,24 @@ def csv_records(path: Path) -> list[dict[str, Any]]:
             if not row["image"] or not row["label"]:
                 raise DataError(f"{path}: row {row_number}: empty image or label")
             image, label = (path.parent / row["image"], path.parent / row["label"])
-            records.append({"image": str(image), "label": str(label), "name": _name(image)})
+            records.append({"image": str(image), "label": str(label), "name": volume_name(image)})
     if not records:
         raise DataError(f"{path}: no rows")
     return records
+
+
+def file_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Records and class names (from dataset.json) of a labelled source: a Decathlon ``dataset.json`` (or a folder
+    holding one), a CSV of image,label paths, or a folder of images/ + labels/."""
+    if path.is_file() and path.suffix == ".json":
+        return decathlon_records(path)
+    if path.is_file() and path.suffix.lower() in (".csv", ".tsv"):
+        return csv_records(path), {}
+    if path.is_dir() and (path / "dataset.json").is_file():
+        return decathlon_records(path / "dataset.json")
+    if path.is_dir():
+        return folder_records(path), {}
+    raise DataError(f"{path}: not a dataset.json, a CSV of image,label paths, or a folder")
 
 
 # ---- transforms ------------------------------------------------------------------------------------------------
@@ -258,6 +300,29 @@ class CheckPaird(MapTransform):
         return dict(data)
 
 
+def preprocessing(
+    keys: Sequence[str],
+    *,
+    spacing: Sequence[float] | None,
+    orientation: str | None,
+    intensity_range: Sequence[float] | None,
+) -> Compose:
+    """Orientation → spacing (labels nearest) → intensity (a CT window, or min–max to [0, 1]): what every volume
+    gets before the network, in training and in prediction alike."""
+    steps: list[Callable] = []
+    if orientation:
+        steps.append(Orientationd(keys=keys, axcodes=orientation))
+    if spacing is not None:
+        modes = ["nearest" if key == "label" else "bilinear" for key in keys]
+        steps.append(Spacingd(keys=keys, pixdim=list(spacing), mode=modes, dtype=np.float32))
+    if intensity_range is not None:
+        a_min, a_max, b_min, b_max = intensity_range
+        steps.append(ScaleIntensityRanged("image", a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True))
+    else:
+        steps.append(ScaleIntensityd("image"))
+    return Compose(steps)
+
+
 def deterministic_transforms(
     *,
     num_classes: int | None,
@@ -266,17 +331,9 @@ def deterministic_transforms(
     intensity_range: Sequence[float] | None,
     patch_size: Sequence[int] | None,
 ) -> Compose:
-    """Read → check → orientation → spacing → intensity → pad to the patch → plain tensors."""
+    """Read → check → :func:`preprocessing` → pad to the patch → plain tensors (cached once per record)."""
     steps: list[Callable] = [ReadVolumed(), CheckPaird(num_classes, need_spacing=spacing is not None)]
-    if orientation:
-        steps.append(Orientationd(keys=KEYS, axcodes=orientation))
-    if spacing is not None:
-        steps.append(Spacingd(keys=KEYS, pixdim=list(spacing), mode=("bilinear", "nearest"), dtype=np.float32))
-    if intensity_range is not None:
-        a_min, a_max, b_min, b_max = intensity_range
-        steps.append(ScaleIntensityRanged("image", a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True))
-    else:
-        steps.append(ScaleIntensityd("image"))
+    steps += preprocessing(KEYS, spacing=spacing, orientation=orientation, intensity_range=intensity_range).transforms
     if patch_size is not None:
         steps.append(SpatialPadd(keys=KEYS, spatial_size=list(patch_size)))
     steps.append(EnsureTyped(keys=KEYS, dtype=torch.float32, track_meta=False))
@@ -353,10 +410,10 @@ def cached(records: list[dict[str, Any]], transform: Compose, cache: Cache, cach
             dataset[i]
         return dataset
     except Exception as exc:
-        raise _data_error(exc) from None
+        raise unwrap_data_error(exc) from None
 
 
-def _data_error(exc: BaseException) -> BaseException:
+def unwrap_data_error(exc: BaseException) -> BaseException:
     """The DataError inside MONAI's ``applying transform`` wrappers, when there is one."""
     seen: BaseException | None = exc
     while seen is not None:
@@ -411,22 +468,13 @@ def volumes(
         raise DataError("data.synthetic: only with source: synthetic")
     if source == "synthetic":
         spec = Synthetic(**(synthetic or {}))
-        records = spec.records()
+        records, names = spec.records(), spec.labels()
         num_classes = num_classes or spec.classes + 1
         default_patch = [max(16, (spec.size * 3 // 4) // 16 * 16)] * spec.spatial_dims
         where = f"synthetic ({spec.count} volumes of {spec.size}^{spec.spatial_dims}, seed {spec.seed})"
     else:
         path = Path(source).expanduser()
-        if path.is_file() and path.suffix == ".json":
-            records, names = decathlon_records(path)
-        elif path.is_file() and path.suffix.lower() in (".csv", ".tsv"):
-            records = csv_records(path)
-        elif path.is_dir() and (path / "dataset.json").is_file():
-            records, names = decathlon_records(path / "dataset.json")
-        elif path.is_dir():
-            records = folder_records(path)
-        else:
-            raise DataError(f"{source}: not a dataset.json, a CSV of image,label paths, or a folder")
+        records, names = file_records(path)
         num_classes = num_classes or (len(names) if names else None)
         default_patch = None
         where = str(path)

@@ -1,0 +1,113 @@
+"""``tujie health``: medical image segmentation (train, evaluate, predict) and synthetic volumes.
+
+Registered through the ``tujie.cli`` entry point; user errors print one line and exit 2 (core's ``main``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from tujie_core.cli import DP_OPTION, metrics_table, plugin_flags
+
+app = typer.Typer(help="Health: medical image segmentation on MONAI.", no_args_is_help=True)
+segment = typer.Typer(help="Train, evaluate and apply segmentation networks (2D/3D).", no_args_is_help=True)
+app.add_typer(segment, name="segment")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def bundled_config(name: str = "synthetic_unet") -> Path:
+    """A run config shipped inside tujie_health (``configs/<name>.yaml``)."""
+    return Path(str(resources.files("tujie_health") / "configs" / f"{name}.yaml"))
+
+
+def _print_metrics(title: str, metrics: dict[str, float]) -> None:
+    console.print(metrics_table(title, [(k, f"{v:.4f}") for k, v in metrics.items()], ("metric", "value")))
+
+
+@segment.command("train")
+def segment_train(
+    config: Path | None = typer.Argument(None, help="run config (YAML); default: a 3D UNet on synthetic volumes"),
+    data: Path | None = typer.Option(None, help="dataset.json, a folder of images/ + labels/, or an image,label CSV"),
+    model: str | None = typer.Option(None, help="monai/<Network>: monai/UNet, monai/SegResNet, monai/UNETR…"),
+    patch: str | None = typer.Option(None, help="training patch size, e.g. 96,96,96 (data.patch_size)"),
+    epochs: int | None = typer.Option(None, help="trainer.max_epochs"),
+    resume: Path | None = typer.Option(None, help="a run folder to continue"),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: data.spacing=[1.5,1.5,2]"),
+    dp: str | None = DP_OPTION,
+) -> None:
+    """Train a segmentation network and write a run folder (checkpoints, model/, report.md)."""
+    from tujie_core import load_config, train_from_config
+
+    if config is None:
+        config = resume / "config.yaml" if resume is not None and (resume / "config.yaml").is_file() else None
+    extra = []
+    if data is not None:  # a real source replaces the synthetic one
+        extra += [f"data.source={data}", "data.synthetic=null"]
+    if patch is not None:
+        extra.append(f"data.patch_size=[{patch}]")
+    if epochs is not None:
+        extra.append(f"trainer.max_epochs={epochs}")
+    if model is not None:  # a new model section: the config's options belong to its own model
+        extra.insert(0, f"model={{name: '{model}'}}")
+    raw = load_config(config or bundled_config(), [*extra, *overrides], plugin_flags(dp))
+    result = train_from_config(raw, resume=resume)
+    _print_metrics("metrics (best checkpoint)", result.metrics)
+    console.print(f"run folder: {result.run_dir}\nmodel: {result.run_dir / 'model'}\nreport: {result.report}")
+
+
+@segment.command("evaluate")
+def segment_evaluate(
+    run: Path = typer.Argument(..., help="a segmentation run folder"),
+    data: Path = typer.Argument(..., help="labelled volumes: dataset.json, images/ + labels/, or an image,label CSV"),
+    output_dir: Path | None = typer.Option(None, help="write metrics.json here"),
+) -> None:
+    """Dice, HD95 and loss of a trained network on every labelled volume, whole, in sliding windows."""
+    from tujie_health.imaging import Segmenter
+
+    _print_metrics(str(data), Segmenter.load(run).evaluate(data, output_dir).metrics)
+
+
+@segment.command("predict")
+def segment_predict(
+    run: Path = typer.Argument(..., help="a segmentation run folder"),
+    inputs: Path = typer.Argument(..., help="a folder of scans (files, DICOM series folders), a .txt list, or one"),
+    output_dir: Path = typer.Argument(..., help="masks (<name>_seg.nii.gz) and segmentations.csv go here"),
+    workers: int | None = typer.Option(None, min=1, help="reading threads (default: one per core)"),
+    restart: bool = typer.Option(False, "--restart", help="start over instead of resuming an interrupted run"),
+) -> None:
+    """Segment every scan, streaming; unreadable scans go to segmentations.csv.rejects.csv with the reason, and a
+    rerun after an interruption resumes where it stopped."""
+    from tujie_health.imaging import Segmenter
+
+    summary = Segmenter.load(run).predict_files(
+        inputs, output_dir, workers=workers, resume=not restart, progress="auto"
+    )
+    if summary.rejected:
+        err_console.print(f"warning: {inputs}: skipped {summary.rejected} bad scan(s)", markup=False)
+        for row in summary.examples[:10]:
+            err_console.print(f"  {row}", markup=False)
+        err_console.print(f"  all of them → {summary.rejects}", markup=False)
+    resumed = f" (resumed after {summary.resumed_from})" if summary.resumed_from else ""
+    console.print(f"segmented {summary.predicted} scan(s) → {summary.output}{resumed}")
+
+
+@app.command("make-volumes")
+def make_volumes(
+    output: Path = typer.Argument(..., help="folder to write imagesTr/, labelsTr/ and dataset.json into"),
+    count: int = typer.Option(16, min=1, help="volumes"),
+    size: int = typer.Option(64, min=16, help="edge length in voxels"),
+    spatial_dims: int = typer.Option(3, min=2, max=3, help="2 (images) or 3 (volumes)"),
+    classes: int = typer.Option(1, min=1, help="foreground classes"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write synthetic volumes (spheres on a background) as a Decathlon-style NIfTI dataset."""
+    from tujie_health.imaging.data import Synthetic, write_synthetic
+
+    spec = Synthetic(count=count, size=size, spatial_dims=spatial_dims, classes=classes, seed=seed)
+    folder = write_synthetic(output, spec)
+    console.print(f"wrote {count} image/label pairs → {folder / 'dataset.json'}")
