@@ -59,6 +59,10 @@ def test_train_make_volumes_evaluate_and_predict(tujie, tmp_path: Path, trained:
     rejects = (tmp_path / "masks" / "segmentations.csv.rejects.csv").read_text()
     assert "broken.nii.gz" in rejects and "cannot read image" in rejects
 
+    done = tujie("health", "segment", "export", str(trained), str(tmp_path / "bundle"), cwd=tmp_path)
+    assert done.returncode == 0 and "python -m monai.bundle run" in done.stdout, done.stderr
+    assert (tmp_path / "bundle" / "models" / "model.pt").is_file()
+
 
 def test_bad_input_exits_2_with_one_line(tujie, tmp_path: Path, trained: Path) -> None:
     (tmp_path / "empty").mkdir()

@@ -96,6 +96,19 @@ def segment_predict(
     console.print(f"segmented {summary.predicted} scan(s) → {summary.output}{resumed}")
 
 
+@segment.command("export")
+def segment_export(
+    run: Path = typer.Argument(..., help="a segmentation run folder"),
+    folder: Path = typer.Argument(..., help="the MONAI Bundle folder to write"),
+) -> None:
+    """Export a run as a MONAI Bundle (configs/inference.json, configs/metadata.json, models/model.pt) that
+    ``python -m monai.bundle run`` executes on a new scan."""
+    from tujie_health.imaging.bundle import export_bundle
+
+    bundle = export_bundle(run, folder)
+    console.print(f"bundle: {bundle.folder}\nrun it: {bundle.command()}", markup=False)
+
+
 @app.command("make-volumes")
 def make_volumes(
     output: Path = typer.Argument(..., help="folder to write imagesTr/, labelsTr/ and dataset.json into"),
