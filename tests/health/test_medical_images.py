@@ -64,3 +64,41 @@ def test_bad_npz_files_are_named_in_one_line(tmp_path: Path, arrays: dict, messa
     (tmp_path / "torn.npz").write_bytes(b"PK\x03\x04 torn")
     with pytest.raises(DataError, match=r"torn\.npz: cannot read"):
         medical_images(path=str(tmp_path / "torn.npz"))
+
+
+def test_classify_images_train_threshold_evaluate_predict_explain(tujie, tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.RandomState(1)
+    arrays = {}
+    for split, count in (("train", 120), ("val", 40), ("test", 40)):
+        labels = np.arange(count) % 2
+        images = rng.randint(0, 60, (count, 28, 28)).astype(np.float32)
+        images[labels == 1, 10:18, 10:18] += 150  # positives carry a bright square
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images.astype(np.uint8), labels[:, None]
+    np.savez(tmp_path / "toy.npz", **arrays)
+    done = tujie(
+        "health", "classify-images", "train", "--data", str(tmp_path / "toy.npz"), "--epochs", "6",
+        "--target-sensitivity", "0.95", "-s", f"output_dir={tmp_path}", "-s", "model.channels=[8,16]", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "for sensitivity ≥ 0.95" in done.stdout
+    run = next((tmp_path / "lesions-cnn").iterdir())
+    done = tujie("health", "classify-images", "evaluate", str(run), str(tmp_path / "toy.npz"), cwd=tmp_path)
+    assert done.returncode == 0 and "eval/roc_auc" in done.stdout, done.stderr
+    roc = float(next(line for line in done.stdout.splitlines() if "eval/roc_auc" in line).split("│")[2])
+    assert roc > 0.9
+
+    arrays["test_images"] = arrays["test_images"].astype(np.float32)
+    arrays["test_images"][3] = np.nan
+    np.savez(tmp_path / "with_nan.npz", **arrays)
+    out = tmp_path / "p.csv"
+    nan_file = str(tmp_path / "with_nan.npz")
+    done = tujie("health", "classify-images", "predict", str(run), nan_file, str(out), cwd=tmp_path)
+    assert done.returncode == 0 and "predicted 39 image(s)" in done.stdout, done.stderr
+    assert "3,image has NaN" in (tmp_path / "p.csv.rejects.csv").read_text()
+    png = tmp_path / "why.png"
+    done = tujie("health", "classify-images", "explain", str(run), str(tmp_path / "toy.npz"), str(png), cwd=tmp_path)
+    assert done.returncode == 0 and Image.open(png).size == (224, 224), done.stderr
+    done = tujie("health", "classify-images", "evaluate", str(run), str(tmp_path / "none.npz"), cwd=tmp_path)
+    assert done.returncode == 2 and "none.npz: no such file" in done.stderr

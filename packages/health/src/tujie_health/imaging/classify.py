@@ -64,6 +64,8 @@ class Lesions:
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays of a MedMNIST-layout ``.npz`` (no pickle), each split's images and labels checked."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
@@ -84,7 +86,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _labels(labels: np.ndarray, path: Path, split: str) -> np.ndarray:
+def label_matrix(labels: np.ndarray, path: Path, split: str) -> np.ndarray:
     labels = labels.reshape(len(labels), -1)
     if not np.all(np.isfinite(labels)) or not np.array_equal(labels, labels.round()) or labels.min() < 0:
         raise DataError(f"{path}: {split}_labels must be whole numbers ≥ 0")
@@ -111,7 +113,7 @@ class Images(Dataset):
         return image, self.labels[index]
 
 
-def _tensor(images: np.ndarray, size: int | None) -> Tensor:
+def image_tensor(images: np.ndarray, size: int | None) -> Tensor:
     x = torch.as_tensor(images.astype(np.float32))
     x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
     if images.dtype == np.uint8 or (x.numel() and float(x.max()) > 1.0):
@@ -149,12 +151,10 @@ def medical_images(
         if synthetic is not None:
             raise DataError("data.synthetic: only without data.path")
         source = Path(path).expanduser()
-        if not source.is_file():
-            raise DataError(f"{source}: no such file")
         arrays = read_npz(source)
         where = str(source)
     splits = {
-        s: (arrays[f"{s}_images"], _labels(arrays[f"{s}_labels"], source, s))
+        s: (arrays[f"{s}_images"], label_matrix(arrays[f"{s}_labels"], source, s))
         for s in ("train", "val", "test")
         if f"{s}_images" in arrays
     }
@@ -203,7 +203,7 @@ def medical_images(
         x, y = splits[split]
         target = torch.as_tensor(y if multilabel else y[:, 0])
         target = target.float() if kind in ("binary", "multilabel") else target.long()
-        return Images(_tensor(x, image_size), target, transform if train else None, seed)
+        return Images(image_tensor(x, image_size), target, transform if train else None, seed)
 
     train = dataset("train", True)
     assert train is not None
