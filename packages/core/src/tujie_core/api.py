@@ -39,7 +39,7 @@ EXTENSION_API: dict[str, tuple[str, ...]] = {
     ),
     "tujie_core.data": ("split_arrays",),
     "tujie_core.demo": ("DemoResult",),
-    "tujie_core.evaluate": ("choose_threshold", "cross_validate"),
+    "tujie_core.evaluate": ("choose_threshold", "cross_validate", "tune_run_threshold"),
     "tujie_core.hub": ("ALLOW_DOWNLOADS", "downloads_allowed"),
     "tujie_core.inference": (
         "InferenceSummary",
@@ -57,6 +57,7 @@ EXTENSION_API: dict[str, tuple[str, ...]] = {
     "tujie_core.protocols": ("Detection", "Detector"),
     "tujie_core.registry": ("format_validation_error", "suggest", "validate_kwargs"),
     "tujie_core.run": ("load_run",),
+    "tujie_core.tasks": ("SpecLike",),
     "tujie_core.report": ("replace_section", "save_figure", "write_report"),
     "tujie_core.transfer": ("head_parameters", "load_matching"),
     "tujie_core.tune": ("optimize", "tune"),

@@ -17,11 +17,10 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from tujie_core import ClassificationTask, DataError, Trainer
+from tujie_core import ClassificationTask, DataError, Evaluation, Trainer
 from tujie_core.inference import InferenceSummary, Rejected, file_fingerprint, module_fingerprint, predict_stream
 from tujie_core.progress import Mode
 from tujie_core.run import load_run
-from tujie_core.trainer import Evaluation
 from tujie_health.imaging.classify import Images, image_tensor, label_matrix, read_npz
 from tujie_health.imaging.saliency import Method, overlay, saliency
 

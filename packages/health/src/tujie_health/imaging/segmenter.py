@@ -25,11 +25,9 @@ from monai.transforms import Compose, EnsureTyped, ResampleToMatch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from tujie_core import DataError, Trainer, create_model, load_config
-from tujie_core.callbacks import PLUGINS
+from tujie_core import PLUGINS, DataError, Evaluation, Trainer, create_model, load_config
 from tujie_core.inference import InferenceSummary, Rejected, module_fingerprint, predict_stream
 from tujie_core.progress import Mode
-from tujie_core.trainer import Evaluation
 from tujie_health.imaging.data import (
     CheckPaird,
     ReadVolumed,
