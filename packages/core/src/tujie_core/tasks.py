@@ -265,9 +265,12 @@ class ClassificationTask(Task):
     def step(self, batch: Any, with_predictions: bool = True, sample_losses: bool = False) -> StepOutput:
         out = super().step(batch, with_predictions, sample_losses)
         if with_predictions:
-            soft = self.kind == "multiclass" and is_soft(out.target, out.preds)
-            out.target = out.target.argmax(-1) if soft else out.target.long()  # metrics see the dominant class
+            out.target = self.metric_target(out.target, out.preds)
         return out
+
+    def metric_target(self, target: Tensor, outputs: Tensor) -> Tensor:
+        """Class indices for the metrics: the dominant class of a mixup/cutmix target, else the target as is."""
+        return target.argmax(-1) if self.kind == "multiclass" and is_soft(target, outputs) else target.long()
 
     # binned ranking metrics and calibration cost a bincount over thresholds × classes per batch: evaluation only
     EVAL_ONLY = ("roc_auc", "pr_auc", "ece")

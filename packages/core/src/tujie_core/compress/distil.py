@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from tujie_core.errors import ConfigError
 from tujie_core.pretrained import CONFIG_NAME, load_pretrained
-from tujie_core.tasks import TASKS, ClassificationTask, SpecLike, StepOutput, is_soft
+from tujie_core.tasks import TASKS, ClassificationTask, SpecLike, StepOutput
 
 
 class DistillationTask(ClassificationTask):
@@ -63,9 +63,7 @@ class DistillationTask(ClassificationTask):
         if self.alpha > 0:
             loss = loss + self.alpha * self.distillation_loss(outputs, self._teacher_outputs(inputs, outputs.device))
         preds = self.predictions(outputs.detach()) if with_predictions else outputs.detach()
-        if with_predictions:  # metrics see the dominant class of a mixup/cutmix target
-            target = target.argmax(-1) if self.kind == "multiclass" and is_soft(target, outputs) else target.long()
-        return StepOutput(loss, preds, target, int(target.shape[0]))
+        return StepOutput(loss, preds, self.metric_target(target, outputs) if with_predictions else target, len(target))
 
     def distillation_loss(self, student: Tensor, teacher: Tensor) -> Tensor:
         """``T²·KL(teacher ‖ student)`` of temperature-softened outputs, summed over classes, mean over the batch."""

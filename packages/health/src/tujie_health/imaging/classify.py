@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from tujie_core import DataError, DataInfo, DataSplits
 from tujie_core.data import split_arrays
+from tujie_health.imaging.data import item_seed
 
 
 @dataclass
@@ -108,7 +109,7 @@ class Images(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         image = self.images[index]
         if self.augment is not None:
-            self.augment.set_random_state(seed=(self.seed * 1_000_003 + self.epoch * 10_007 + index) % 2**31)
+            self.augment.set_random_state(seed=item_seed(self.seed, self.epoch, index))
             image = torch.as_tensor(self.augment(image)).float()
         return image, self.labels[index]
 

@@ -363,6 +363,11 @@ def augment_transforms(
 
 
 # ---- datasets --------------------------------------------------------------------------------------------------
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The random state of one item's augmentation: a function of (seed, epoch, index) only."""
+    return zlib.crc32(f"{seed}/{epoch}/{index}".encode())
+
+
 class AugmentedVolumes(TorchDataset):
     """Cached volumes with random patches drawn per item; the transforms' random state is reseeded from
     (seed, epoch, index) before every item, so the samples do not depend on workers or on a resume."""
@@ -377,7 +382,7 @@ class AugmentedVolumes(TorchDataset):
         return len(self.base)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> list[dict[str, Any]]:
-        self.augment.set_random_state(seed=zlib.crc32(f"{self.seed}/{self.epoch}/{index}".encode()))
+        self.augment.set_random_state(seed=item_seed(self.seed, self.epoch, index))
         item = self.augment(dict(self.base[index]))
         return item if isinstance(item, list) else [item]
 

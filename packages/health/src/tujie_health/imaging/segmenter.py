@@ -105,7 +105,7 @@ class Segmenter:
         for plugin in config.plugins:  # the architecture the run trained (DP swaps BatchNorm for GroupNorm)
             model = PLUGINS.create(plugin.name, where="plugins", **plugin.params).prepare_model(model)
         model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
-        options = {k: v for k, v in (config.task.params if config.task else {}).items()}
+        options = dict(config.task.params) if config.task else {}
         task = SegmentationTask(model, int(spec["num_outputs"]), input_shape=input_shape, **options)
         data = config.data.params
         names = saved.get("class_names") or [str(c) for c in range(int(spec["num_outputs"]))]
