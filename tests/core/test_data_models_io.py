@@ -199,3 +199,52 @@ def test_a_registry_namespace_serves_every_prefixed_name() -> None:
         registry.get("other/gear")
     with pytest.raises(ConfigError, match="registered twice"):
         registry.register_namespace("lib")(lambda name: name)
+
+
+def test_a_dataset_can_give_the_model_its_standardisation(tmp_path: Path) -> None:
+    """``DataInfo.model_args`` reach a builder that accepts them and are saved in the spec: the saved model takes
+    raw features and needs no separate scaler."""
+    from torch.utils.data import TensorDataset
+
+    from tujie_core import DataInfo, DataSplits, train_from_config
+    from tujie_core.models import Standardize
+    from tujie_core.run import load_run
+    from tujie_core.runs import parse_config
+
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 3, generator=rng) * torch.tensor([100.0, 1.0, 0.01]) + torch.tensor([500.0, 0.0, 2.0])
+    y = (x[:, 0] > 500).float()
+    mean, std = x[:80].mean(0).tolist(), x[:80].std(0).tolist()
+
+    @DATASETS.register("raw_scale_toy")
+    def raw_scale_toy() -> DataSplits:
+        info = DataInfo(
+            "binary",
+            (3,),
+            1,
+            ["low", "high"],
+            ["a", "b", "c"],
+            model_args={"input_mean": mean, "input_std": std, "unused": 1},
+            metadata={"schema": {"columns": ["a", "b", "c"]}},
+        )
+        return DataSplits(TensorDataset(x[:80], y[:80]), TensorDataset(x[80:], y[80:]), None, info)
+
+    try:
+        config = parse_config(
+            {
+                "name": "scaled",
+                "output_dir": str(tmp_path),
+                "data": {"name": "raw_scale_toy", "batch_size": 16},
+                "model": {"name": "mlp", "hidden": [8]},
+                "trainer": {"max_epochs": 2, "progress": "none"},
+            }
+        )
+        result = train_from_config(config)
+        model, saved = load_pretrained(result.run_dir / "model")
+        assert saved["model"]["input_mean"] == pytest.approx(mean) and saved["schema"] == {"columns": ["a", "b", "c"]}
+        assert "unused" not in saved["model"]
+        assert isinstance(model[1], Standardize)
+        run = load_run(result.run_dir)
+        torch.testing.assert_close(model(x[80:]), run.task.model(x[80:]))
+    finally:
+        DATASETS._entries.pop("raw_scale_toy", None)

@@ -18,6 +18,7 @@ EXTENSION_API: dict[str, tuple[str, ...]] = {
         "parse_yaml",
         "read_yaml",
     ),
+    "tujie_core.calibration": ("Calibration", "Method", "calibration_scores", "fit_calibration", "plot_calibration"),
     "tujie_core.cli": ("DP_OPTION", "console", "err_console", "metrics_table", "plugin_flags"),
     "tujie_core.checkpoint": ("atomic_write_bytes", "rng_state", "set_rng_state"),
     "tujie_core.compress": (
@@ -52,6 +53,7 @@ EXTENSION_API: dict[str, tuple[str, ...]] = {
         "release_memory",
     ),
     "tujie_core.metrics": ("classification_metrics", "regression_metrics"),
+    "tujie_core.models": ("Standardize",),
     "tujie_core.optim": ("build_optimizer",),
     "tujie_core.progress": ("Mode",),
     "tujie_core.protocols": ("Detection", "Detector"),

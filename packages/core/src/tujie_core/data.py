@@ -35,6 +35,12 @@ class DataInfo:
     feature_names: list[str] = field(default_factory=list)
     source: str = ""
     task: str | None = None  # the task a run on this data takes when its config names none (e.g. segmentation)
+    # arguments the data gives a model builder that accepts them (a config value wins), saved in the model spec:
+    # e.g. the training split's feature mean/std for a standardisation inside the model
+    model_args: dict[str, Any] = field(default_factory=dict)
+    # what predicting on new raw records needs besides the weights (e.g. a table's column schema): written into
+    # ``model/config.json`` beside the model spec
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

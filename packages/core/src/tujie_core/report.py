@@ -115,16 +115,15 @@ def plot_reliability(bins: dict[str, Tensor], names: list[str]) -> Figure:
         alpha=0.7,
         label="observed",
     )
-    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
-    ax.set(
-        xlabel="predicted confidence",
-        ylabel="observed frequency",
-        title="Reliability diagram",
-        xlim=(0, 1),
-        ylim=(0, 1),
-    )
-    ax.legend(loc="upper left", fontsize=8)
+    reliability_axes(ax)
     return fig
+
+
+def reliability_axes(ax: Any, xlabel: str = "predicted confidence") -> None:
+    """The diagonal, labels, limits and legend every reliability diagram shares."""
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+    ax.set(xlabel=xlabel, ylabel="observed frequency", title="Reliability diagram", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=8)
 
 
 def plot_learning_curves(history: Sequence[dict[str, float]]) -> Figure | None:

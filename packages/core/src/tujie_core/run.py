@@ -45,10 +45,17 @@ def build_data(config: RunConfig) -> DataSplits:
     return DATASETS.create(config.data.name, where="data", **config.data.params)
 
 
+def model_arguments(name: str, params: dict[str, Any], info: DataInfo) -> dict[str, Any]:
+    """A model's builder arguments: the config's ``params`` plus what the data supplies (``info.model_args``) and the
+    builder accepts; a config value wins."""
+    accepted = inspect.signature(MODELS.get(name)).parameters
+    supplied = {k: v for k, v in info.model_args.items() if k in accepted}
+    return {"input_shape": info.input_shape, "num_outputs": info.num_outputs, **supplied, **params}
+
+
 def build_task(config: RunConfig, info: DataInfo) -> Task:
     """Model from the registry sized by the data; task from the config or inferred from the target kind."""
-    model_params = config.model.params
-    model = create_model(config.model.name, input_shape=info.input_shape, num_outputs=info.num_outputs, **model_params)
+    model = create_model(config.model.name, **model_arguments(config.model.name, config.model.params, info))
     for plugin_spec in config.plugins:  # the same architecture on every rebuild (DP: GroupNorm for BatchNorm)
         model = PLUGINS.create(plugin_spec.name, where="plugins", **plugin_spec.params).prepare_model(model)
     spec = config.task
@@ -209,16 +216,12 @@ class SupervisedRun(RunKind):
             save_pretrained(
                 trainer.run_dir / "model",
                 task.model,
-                {
-                    "name": config.model.name,
-                    "input_shape": list(info.input_shape),
-                    "num_outputs": info.num_outputs,
-                    **config.model.params,
-                },
+                {"name": config.model.name, **model_arguments(config.model.name, config.model.params, info)},
                 kind=info.kind,
                 class_names=info.class_names,
                 **({"decision_threshold": task.decision_threshold} if info.kind == "binary" else {}),
                 feature_names=info.feature_names,
+                **info.metadata,
             )
         header = (
             f"Data: `{config.data.name}` ({info.source}), {info.kind}, input shape {info.input_shape}. "
@@ -383,9 +386,7 @@ def compress_supervised(
         return model
 
     def distil(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.7) -> nn.Module:
-        model = create_model(
-            config.model.name, input_shape=info.input_shape, num_outputs=info.num_outputs, **student_params
-        )
+        model = create_model(config.model.name, **model_arguments(config.model.name, student_params, info))
         task = DistillationTask(
             model,
             teacher,

@@ -1,4 +1,4 @@
-"""``tujie health``: medical image segmentation (train, evaluate, predict) and synthetic volumes.
+"""``tujie health``: medical image segmentation and classification, clinical risk models, synthetic volumes.
 
 Registered through the ``tujie.cli`` entry point; user errors print one line and exit 2 (core's ``main``).
 """
@@ -13,11 +13,13 @@ from rich.console import Console
 
 from tujie_core.cli import DP_OPTION, metrics_table, plugin_flags
 
-app = typer.Typer(help="Health: medical image segmentation and classification on MONAI.", no_args_is_help=True)
+app = typer.Typer(help="Health: medical imaging on MONAI and clinical risk models.", no_args_is_help=True)
 segment = typer.Typer(help="Train, evaluate and apply segmentation networks (2D/3D).", no_args_is_help=True)
 app.add_typer(segment, name="segment")
 classify = typer.Typer(help="Train, evaluate, apply and explain 2D medical image classifiers.", no_args_is_help=True)
 app.add_typer(classify, name="classify-images")
+risk = typer.Typer(help="Train, evaluate, apply and explain clinical risk models on tables.", no_args_is_help=True)
+app.add_typer(risk, name="risk")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -213,3 +215,132 @@ def make_volumes(
     spec = Synthetic(count=count, size=size, spatial_dims=spatial_dims, classes=classes, seed=seed)
     folder = write_synthetic(output, spec)
     console.print(f"wrote {count} image/label pairs → {folder / 'dataset.json'}")
+
+
+@risk.command("train")
+def risk_train(
+    config: Path | None = typer.Argument(None, help="run config (YAML); default: an MLP on the breast-cancer set"),
+    data: Path | None = typer.Option(None, help="a CSV/TSV with one row per patient (default: shipped set)"),
+    target: str | None = typer.Option(None, help="the outcome column of --data"),
+    positive: str | None = typer.Option(None, help="binary: the class the model gives the risk of"),
+    shipped: str | None = typer.Option(None, help="breast_cancer (classification) or diabetes (regression)"),
+    impute: str | None = typer.Option(None, help="missing values: refuse (default), mean, median, most_frequent"),
+    categorical: list[str] = typer.Option([], help="a column to one-hot (repeat; default: non-numeric columns)"),
+    calibration: str = typer.Option("temperature", help="temperature, isotonic or none (fitted on validation)"),
+    target_sensitivity: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="choose the decision threshold for this sensitivity on validation"
+    ),
+    epochs: int | None = typer.Option(None, help="trainer.max_epochs"),
+    resume: Path | None = typer.Option(None, help="a run folder to continue"),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: model.hidden=[64,32]"),
+    dp: str | None = DP_OPTION,
+) -> None:
+    """Train a risk model, calibrate it, choose its threshold and compare it with logistic regression and gradient
+    boosting on the same split (report.md)."""
+    from tujie_core import ConfigError
+    from tujie_health.clinical.risk import DEFAULT_CONFIG, train_risk
+
+    if calibration not in ("temperature", "isotonic", "none"):
+        raise ConfigError(f"--calibration: '{calibration}' is not one of temperature, isotonic, none")
+    if config is None:
+        config = resume / "config.yaml" if resume is not None and (resume / "config.yaml").is_file() else None
+    extra = []
+    if data is not None:
+        extra.append(f"data.path={data}")
+    for key, value in (("target", target), ("positive", positive), ("shipped", shipped), ("impute", impute)):
+        if value is not None:
+            extra.append(f"data.{key}={value}")
+    if categorical:
+        extra.append(f"data.categorical=[{','.join(categorical)}]")
+    if epochs is not None:
+        extra.append(f"trainer.max_epochs={epochs}")
+    result, summary = train_risk(
+        config or bundled_config(DEFAULT_CONFIG),
+        [*extra, *overrides],
+        calibration=calibration,  # type: ignore[arg-type]
+        target_sensitivity=target_sensitivity,
+        dp=dp,
+        resume=resume,
+    )
+    split = "test" if "test" in summary.scores else "val"
+    for name, row in summary.table(split):
+        _print_metrics(f"{name} ({split})", row)
+    console.print(f"run folder: {result.run_dir}\nmodel: {result.run_dir / 'model'}\nreport: {result.report}")
+
+
+@risk.command("calibrate")
+def risk_calibrate(
+    run: Path = typer.Argument(..., help="a risk run folder (e.g. one trained with `tujie train`)"),
+    calibration: str = typer.Option("temperature", help="temperature, isotonic or none"),
+    target_sensitivity: float | None = typer.Option(None, min=0.0, max=1.0, help="threshold for this sensitivity"),
+) -> None:
+    """(Re)fit calibration, threshold and baselines of a finished risk run on its validation split."""
+    from tujie_core import ConfigError
+    from tujie_health.clinical.risk import finish_risk_run
+
+    if calibration not in ("temperature", "isotonic", "none"):
+        raise ConfigError(f"--calibration: '{calibration}' is not one of temperature, isotonic, none")
+    summary = finish_risk_run(run, calibration, target_sensitivity)  # type: ignore[arg-type]
+    split = "test" if "test" in summary.scores else "val"
+    for name, row in summary.table(split):
+        _print_metrics(f"{name} ({split})", row)
+
+
+@risk.command("evaluate")
+def risk_evaluate(
+    run: Path = typer.Argument(..., help="a risk run or model folder"),
+    data: Path = typer.Argument(..., help="a labelled CSV/TSV (the target column present)"),
+) -> None:
+    """ROC-AUC, sensitivity/specificity at the stored threshold, ECE and Brier (calibrated and not) on a table."""
+    from tujie_health.clinical.risk import RiskModel
+
+    _print_metrics(str(data), RiskModel.load(run).evaluate(data))
+
+
+@risk.command("predict")
+def risk_predict(
+    run: Path = typer.Argument(..., help="a risk run or model folder"),
+    data: Path = typer.Argument(..., help="a CSV/TSV of patients (the model's columns; the target may be absent)"),
+    output: Path = typer.Argument(..., help="CSV to write (row, label, calibrated probability or prediction)"),
+    restart: bool = typer.Option(False, "--restart", help="start over instead of resuming"),
+) -> None:
+    """Calibrated risk for every row, streaming; a bad row goes to OUTPUT.rejects.csv with the reason."""
+    from tujie_health.clinical.risk import RiskModel
+
+    summary = RiskModel.load(run).predict_file(data, output, resume=not restart)
+    if summary.rejected:
+        err_console.print(f"warning: {data}: skipped {summary.rejected} bad row(s) → {summary.rejects}", markup=False)
+        for row in summary.examples[:10]:
+            err_console.print(f"  {row}", markup=False)
+    console.print(f"predicted {summary.predicted} patient(s) → {summary.output}")
+
+
+@risk.command("explain")
+def risk_explain(
+    run: Path = typer.Argument(..., help="a risk run or model folder"),
+    data: Path = typer.Argument(..., help="a CSV/TSV of patients"),
+    row: int = typer.Option(2, min=2, help="which patient: the file line (2 = the first data row)"),
+    output: Path | None = typer.Option(None, help="also write the attribution chart (PNG)"),
+    top: int = typer.Option(10, min=1, help="columns to list"),
+) -> None:
+    """Per-column attributions (integrated gradients from the mean training patient) for one patient."""
+    from tujie_core import DataError
+    from tujie_core.report import save_figure
+    from tujie_health.clinical.data import read_table
+    from tujie_health.clinical.risk import RiskModel
+
+    model = RiskModel.load(run)
+    _, rows = read_table(data)
+    if row - 2 >= len(rows):
+        raise DataError(f"{data}: --row {row} but the file has data rows 2..{len(rows) + 1}")
+    try:
+        explanation = model.explain(rows[row - 2])
+    except DataError as exc:
+        raise DataError(f"{data}: row {row}: {exc}") from None
+    shown = [(name, f"{value:+.4f}") for name, value in explanation.top(top)]
+    title = f"{explanation.output_name}: {explanation.output:.4f}"
+    console.print(metrics_table(title, shown, ("column", "attribution")))
+    console.print(f"mean patient: {explanation.baseline_output:.4f}; integration gap {explanation.gap:.2e}")
+    if output is not None:
+        save_figure(explanation.plot(), output)
+        console.print(f"chart → {output}")
