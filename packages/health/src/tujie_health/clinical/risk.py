@@ -187,6 +187,19 @@ class RiskModel:
         values = {c.name: record.get(c.name) for c in self.schema.columns}
         return Explanation(name, value, base_value, attributions, values, gap)
 
+    def typical_record(self) -> dict[str, Any]:
+        """The training split's mean patient as a record: numeric columns at their mean, categorical ones at their
+        most frequent category (the explanation baseline, and a starting point for a form)."""
+        mean = self._baseline().double().numpy()
+        record: dict[str, Any] = {}
+        start = 0
+        for column in self.schema.columns:
+            width = len(column.encoded_names)
+            part = mean[start : start + width]
+            record[column.name] = float(part[0]) if column.kind == "numeric" else column.categories[int(part.argmax())]
+            start += width
+        return record
+
     def _baseline(self) -> torch.Tensor:
         """The training split's mean encoded patient (the input standardisation's mean)."""
         first = next((m for m in self.model.modules() if isinstance(m, Standardize) and not m.inverse), None)
