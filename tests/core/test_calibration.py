@@ -67,3 +67,12 @@ def test_reliability_diagram_draws_each_curve() -> None:
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert labels[0].startswith("before (ECE") and labels[1].startswith("after (ECE")
     assert labels[-1] == "perfect calibration"
+
+
+def test_a_perfectly_separated_validation_set_does_not_sharpen_to_certainty() -> None:
+    """Plain NLL would push T towards 0 here; Platt's smoothed targets keep the probabilities off 0 and 1."""
+    targets = np.array([0] * 40 + [1] * 40)
+    probs = np.r_[np.linspace(0.05, 0.4, 40), np.linspace(0.6, 0.95, 40)]
+    calibrated = fit_calibration(probs, targets, "temperature").apply(probs)
+    assert calibrated.min() > 0.0 and calibrated.max() < 0.999
+    assert calibrated.max() > probs.max()  # still sharpened: the model is under-confident on this data
