@@ -1,9 +1,10 @@
 """Post-hoc probability calibration for classifiers, fitted on held-out predictions.
 
 Temperature scaling (Guo et al. 2017) divides the logits by one fitted number: it keeps the ranking (ROC-AUC) and
-fixes over- or under-confidence (binary targets smoothed as Platt 1999 does, so a validation set the model
-separates perfectly does not drive T to 0). Isotonic regression (Zadrozny & Elkan 2002) fits a monotone map of binary
-probabilities: more flexible, needs more held-out data. ``calibration_scores`` gives ECE and the Brier score;
+fixes over- or under-confidence. A binary validation set the model separates perfectly leaves T at 1 (its NLL falls
+without bound as T → 0, pushing probabilities to 0 and 1 that do not hold on new patients). Isotonic regression
+(Zadrozny & Elkan 2002) fits a monotone map of binary probabilities: more flexible, needs more held-out data.
+``calibration_scores`` gives ECE and the Brier score;
 ``plot_calibration`` a reliability diagram before and after.
 
 >>> calibration = fit_calibration(val_probs, val_targets, "temperature")      # doctest: +SKIP
@@ -71,20 +72,10 @@ def _with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def _platt_targets(targets: np.ndarray) -> np.ndarray:
-    """Platt's (1999) smoothed binary targets: (N+ + 1)/(N+ + 2) for positives, 1/(N- + 2) for negatives. On a
-    validation set the model separates perfectly, plain NLL keeps improving as T → 0 (probabilities pushed to 0 and
-    1 that do not hold on new patients); these targets keep the fitted map finite."""
-    positives = float(targets.sum())
-    negatives = float(len(targets) - positives)
-    return np.where(targets > 0.5, (positives + 1) / (positives + 2), 1 / (negatives + 2))
-
-
 def _nll(probs: np.ndarray, targets: np.ndarray) -> float:
     clipped = np.clip(probs, EPS, 1 - EPS)
     if probs.ndim == 1:
-        soft = _platt_targets(targets)
-        return float(-np.mean(soft * np.log(clipped) + (1 - soft) * np.log(1 - clipped)))
+        return float(-np.mean(targets * np.log(clipped) + (1 - targets) * np.log(1 - clipped)))
     return float(-np.mean(np.log(clipped[np.arange(len(targets)), targets.astype(int)])))
 
 
@@ -104,6 +95,8 @@ def fit_calibration(probs: np.ndarray, targets: np.ndarray, method: Method = "te
             raise ConfigError("calibration: isotonic regression is for binary classifiers; use temperature")
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(probs, targets.astype(float))
         return Calibration("isotonic", knots_x=iso.X_thresholds_.tolist(), knots_y=iso.y_thresholds_.tolist())
+    if probs.ndim == 1 and probs[targets == 1].min() > probs[targets == 0].max():
+        return Calibration("temperature", temperature=1.0)  # separated: no evidence for any temperature
     # NLL is convex in 1/T; search log T over [1/100, 100]
     found = minimize_scalar(
         lambda log_t: _nll(_with_temperature(probs, float(np.exp(log_t))), targets),
