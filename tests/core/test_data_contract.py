@@ -348,3 +348,50 @@ def test_gradient_scaler_state_is_checkpointed_and_restored(blob_loaders, tmp_pa
     last = tmp_path / "checkpoints" / "last.ckpt"
     resumed.fit(ClassificationTask(nn.Linear(4, 3), num_classes=3), train, ckpt_path=last)
     assert resumed.fabric.strategy.precision.scaler.get_scale() == scale
+
+
+def test_missing_regression_targets_are_left_out_of_loss_and_metrics() -> None:
+    task = RegressionTask(nn.Identity())
+    outputs = torch.tensor([[1.0, 5.0], [2.0, 0.0]])
+    target = torch.tensor([[1.0, float("nan")], [4.0, float("nan")]])
+    assert task.loss(outputs, target).item() == pytest.approx(2.0)  # (0² + 2²) / 2 measured entries
+    assert task.sample_losses(outputs, target).tolist() == pytest.approx([0.0, 4.0])
+    out = task.step((outputs, target))
+    assert out.preds.tolist() == [1.0, 2.0] and out.target.tolist() == [1.0, 4.0]
+    metrics = task.metrics()
+    metrics.update(out.preds, out.target)
+    assert metrics.compute()["mse"].item() == pytest.approx(2.0)
+
+
+def test_missing_multilabel_labels_are_masked_and_ignored_by_metrics() -> None:
+    task = ClassificationTask(nn.Identity(), num_classes=2, mode="multilabel")
+    logits = torch.tensor([[4.0, -4.0], [-4.0, 9.0]])
+    target = torch.tensor([[1.0, float("nan")], [0.0, 0.0]])
+    full = F.binary_cross_entropy_with_logits(logits, target.nan_to_num(), reduction="none")
+    assert task.loss(logits, target).item() == pytest.approx(full[[0, 1, 1], [0, 0, 1]].mean().item())
+    out = task.step((logits, target))
+    assert out.target.tolist() == [[1, -1], [0, 0]]
+    metrics = task.metrics()
+    metrics.update(out.preds, out.target)
+    assert metrics.compute()["accuracy"].item() == pytest.approx(2 / 3)  # the missing label is not counted wrong
+
+
+def test_a_batcher_collates_every_split_and_a_training_collate_only_training() -> None:
+    from tujie_core.config import RunConfig
+    from tujie_core.data import DataInfo, DataSplits
+    from tujie_core.run import loaders
+
+    data = TensorDataset(torch.randn(8, 2), torch.zeros(8))
+
+    def batcher(items: list) -> str:
+        return "batcher"
+
+    def augment(items: list) -> str:
+        return "augment"
+
+    info = DataInfo("regression", (2,), 1)
+    config = RunConfig.model_validate({"data": {"name": "digits", "batch_size": 4}, "model": {"name": "mlp"}})
+    made = loaders(config, DataSplits(data, data, None, info, batcher=batcher))
+    assert next(iter(made["train"])) == "batcher" and next(iter(made["val"])) == "batcher"
+    made = loaders(config, DataSplits(data, data, None, info, collate=augment, batcher=batcher))
+    assert next(iter(made["train"])) == "augment" and next(iter(made["val"])) == "batcher"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,16 +45,24 @@ class DataInfo:
 
 @dataclass
 class DataSplits:
-    """Train/val/test datasets, what they hold, and an optional ``collate`` for training batches only (batch-level
-    augmentation: mixup, cutmix). A collate whose ``mixes_samples`` is True lets one record change several training
-    samples, which per-sample privacy (DP-SGD) refuses; its ``mixing`` and ``unmix`` attributes say how it mixes
-    them and what setting stops it."""
+    """Train/val/test datasets, what they hold, how records become a batch and an optional ``collate`` for training
+    batches only.
+
+    ``batcher`` collates the records of every split (None: torch's default collate; a PyG ``Collater`` for graphs).
+    ``collate`` replaces it for training batches (batch-level augmentation: mixup, cutmix). A collate whose
+    ``mixes_samples`` is True lets one record change several training samples, which per-sample privacy (DP-SGD)
+    refuses; its ``mixing`` and ``unmix`` attributes say how it mixes them and what setting stops it."""
 
     train: Dataset
     val: Dataset | None
     test: Dataset | None
     info: DataInfo
     collate: Callable[[list[Any]], Any] | None = None
+    batcher: Callable[[list[Any]], Any] | None = None
+
+    def collate_fn(self, train: bool) -> Callable[[list[Any]], Any] | None:
+        """The collate function of a training (``train``) or evaluation loader."""
+        return (self.collate or self.batcher) if train else self.batcher
 
 
 def split_arrays(
@@ -256,7 +264,10 @@ def _is_number(value: str) -> bool:
 
 
 def dataset_targets(dataset: Dataset) -> np.ndarray:
-    """Targets of a map-style ``(x, y)`` dataset (read straight from a TensorDataset, else item by item)."""
+    """Targets of a map-style ``(x, y)`` dataset: its ``targets`` array when it has one (graph datasets), read
+    straight from a TensorDataset, else item by item."""
+    if isinstance(getattr(dataset, "targets", None), np.ndarray):
+        return dataset.targets  # type: ignore[attr-defined]
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[1].numpy()
     if isinstance(dataset, Subset):
@@ -284,6 +295,6 @@ def fold_splits(base: DataSplits, folds: int, stratified: bool, seed: int) -> li
         splitter = KFold(folds, shuffle=True, random_state=seed)
     labels = targets if targets.ndim == 1 else np.zeros(len(targets))
     return [
-        DataSplits(Subset(pool, train_idx.tolist()), Subset(pool, val_idx.tolist()), None, base.info, base.collate)
+        replace(base, train=Subset(pool, train_idx.tolist()), val=Subset(pool, val_idx.tolist()), test=None)
         for train_idx, val_idx in splitter.split(np.zeros(len(targets)), labels)
     ]

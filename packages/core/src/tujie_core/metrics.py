@@ -19,6 +19,7 @@ from torchmetrics import regression as R
 
 Kind = Literal["binary", "multiclass", "multilabel", "regression"]
 DEFAULT_THRESHOLDS = 1001
+IGNORE = -1  # a missing binary or multi-label target (a NaN label becomes -1): left out of the metrics
 
 
 @contextmanager
@@ -60,7 +61,8 @@ class CalibrationBins(Metric):
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         if self.kind == "binary":
-            confidence, outcome = preds.reshape(-1).double(), target.reshape(-1).double()
+            keep = target.reshape(-1) != IGNORE
+            confidence, outcome = preds.reshape(-1)[keep].double(), target.reshape(-1)[keep].double()
         else:
             top, predicted = preds.max(dim=1)
             confidence, outcome = top.double(), (predicted == target).double()
@@ -102,12 +104,12 @@ def classification_metrics(
         t = decision_threshold
         return MetricCollection(
             {
-                "accuracy": C.BinaryAccuracy(threshold=t),
-                "precision": C.BinaryPrecision(threshold=t),
-                "recall": C.BinaryRecall(threshold=t),
-                "f1": C.BinaryF1Score(threshold=t),
-                "roc_auc": C.BinaryAUROC(thresholds=thresholds),
-                "pr_auc": C.BinaryAveragePrecision(thresholds=thresholds),
+                "accuracy": C.BinaryAccuracy(threshold=t, ignore_index=IGNORE),
+                "precision": C.BinaryPrecision(threshold=t, ignore_index=IGNORE),
+                "recall": C.BinaryRecall(threshold=t, ignore_index=IGNORE),
+                "f1": C.BinaryF1Score(threshold=t, ignore_index=IGNORE),
+                "roc_auc": C.BinaryAUROC(thresholds=thresholds, ignore_index=IGNORE),
+                "pr_auc": C.BinaryAveragePrecision(thresholds=thresholds, ignore_index=IGNORE),
                 "ece": CalibrationBins("binary"),
             }
         )
@@ -124,13 +126,13 @@ def classification_metrics(
         return MetricCollection(metrics)
     if kind == "multilabel":
         n = num_classes
-        metrics = {"accuracy": C.MultilabelAccuracy(n, average="micro")}
+        metrics = {"accuracy": C.MultilabelAccuracy(n, average="micro", ignore_index=IGNORE)}
         for average in ("macro", "micro", "weighted"):
-            metrics[f"f1_{average}"] = C.MultilabelF1Score(n, average=average)
-        metrics["precision_macro"] = C.MultilabelPrecision(n, average="macro")
-        metrics["recall_macro"] = C.MultilabelRecall(n, average="macro")
-        metrics["roc_auc"] = C.MultilabelAUROC(n, average="macro", thresholds=thresholds)
-        metrics["pr_auc"] = C.MultilabelAveragePrecision(n, average="macro", thresholds=thresholds)
+            metrics[f"f1_{average}"] = C.MultilabelF1Score(n, average=average, ignore_index=IGNORE)
+        metrics["precision_macro"] = C.MultilabelPrecision(n, average="macro", ignore_index=IGNORE)
+        metrics["recall_macro"] = C.MultilabelRecall(n, average="macro", ignore_index=IGNORE)
+        metrics["roc_auc"] = C.MultilabelAUROC(n, average="macro", thresholds=thresholds, ignore_index=IGNORE)
+        metrics["pr_auc"] = C.MultilabelAveragePrecision(n, average="macro", thresholds=thresholds, ignore_index=IGNORE)
         return MetricCollection(metrics)
     raise ValueError(f"unknown classification kind '{kind}'")
 
@@ -152,9 +154,9 @@ def curve_metrics(
     """Curve-shaped results for the evaluation report (ROC, PR, confusion matrix, reliability)."""
     if kind == "binary":
         return {
-            "roc": C.BinaryROC(thresholds=thresholds),
-            "pr": C.BinaryPrecisionRecallCurve(thresholds=thresholds),
-            "confusion": C.BinaryConfusionMatrix(threshold=decision_threshold),
+            "roc": C.BinaryROC(thresholds=thresholds, ignore_index=IGNORE),
+            "pr": C.BinaryPrecisionRecallCurve(thresholds=thresholds, ignore_index=IGNORE),
+            "confusion": C.BinaryConfusionMatrix(threshold=decision_threshold, ignore_index=IGNORE),
             "calibration": CalibrationBins("binary"),
         }
     if kind == "multiclass":
@@ -165,5 +167,5 @@ def curve_metrics(
             "calibration": CalibrationBins("multiclass"),
         }
     if kind == "multilabel":
-        return {"confusion": C.MultilabelConfusionMatrix(num_classes)}
+        return {"confusion": C.MultilabelConfusionMatrix(num_classes, ignore_index=IGNORE)}
     return {}

@@ -84,7 +84,7 @@ def loaders(config: RunConfig, splits: DataSplits) -> dict[str, DataLoader | Non
             batch_size=data.batch_size if shuffle else eval_batch,
             shuffle=shuffle,
             num_workers=data.num_workers,
-            collate_fn=splits.collate if shuffle else None,
+            collate_fn=splits.collate_fn(train=shuffle),
         )
 
     return {"train": make(splits.train, True), "val": make(splits.val, False), "test": make(splits.test, False)}
@@ -400,7 +400,7 @@ def compress_supervised(
         fit(task, config.trainer.max_epochs)
         return model.eval()
 
-    sample = next(iter(DataLoader(eval_loader.dataset, batch_size=1)))
+    sample = next(iter(DataLoader(eval_loader.dataset, batch_size=1, collate_fn=eval_loader.collate_fn)))
     context = CompressionContext(
         example=run.task.unpack(sample)[0].float(),
         calibration=[run.task.unpack(b)[0] for b in itertools.islice(iter(train_loader), 8)],

@@ -19,7 +19,7 @@ from torchmetrics import Metric, MetricCollection
 
 from tujie_core.config import ComponentSpec
 from tujie_core.errors import DataError
-from tujie_core.metrics import DEFAULT_THRESHOLDS, classification_metrics, curve_metrics, regression_metrics
+from tujie_core.metrics import DEFAULT_THRESHOLDS, IGNORE, classification_metrics, curve_metrics, regression_metrics
 from tujie_core.optim import OPTIMIZERS, SCHEDULERS, Schedule, build_optimizer
 from tujie_core.registry import Registry
 
@@ -234,11 +234,16 @@ class ClassificationTask(Task):
         self.class_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
 
     def loss(self, outputs: Tensor, target: Tensor) -> Tensor:
+        if self.kind != "multiclass" and has_missing(target):
+            return masked_mean(self._criterion(outputs, target.nan_to_num(), "none"), ~torch.isnan(target))
         return self._criterion(outputs, target, "mean")
 
     def sample_losses(self, outputs: Tensor, target: Tensor) -> Tensor | None:
         if self.kind == "multiclass" and self.class_weights is not None:
             return None  # a class-weighted mean is not the mean of per-sample losses
+        if self.kind != "multiclass" and has_missing(target):
+            losses = self._criterion(outputs, target.nan_to_num(), "none")
+            return masked_sample_means(losses, ~torch.isnan(target))
         losses = self._criterion(outputs, target, "none")
         return losses.reshape(len(losses), -1).mean(1)  # multi-label: the mean over labels, as the loss
 
@@ -269,8 +274,12 @@ class ClassificationTask(Task):
         return out
 
     def metric_target(self, target: Tensor, outputs: Tensor) -> Tensor:
-        """Class indices for the metrics: the dominant class of a mixup/cutmix target, else the target as is."""
-        return target.argmax(-1) if self.kind == "multiclass" and is_soft(target, outputs) else target.long()
+        """Class indices for the metrics: the dominant class of a mixup/cutmix target, a missing (NaN) label as
+        ``IGNORE`` (left out of every metric), else the target as is."""
+        if self.kind == "multiclass":
+            return target.argmax(-1) if is_soft(target, outputs) else target.long()
+        target = target.reshape(outputs.shape)
+        return target.nan_to_num(IGNORE).long() if target.is_floating_point() else target.long()
 
     # binned ranking metrics and calibration cost a bincount over thresholds × classes per batch: evaluation only
     EVAL_ONLY = ("roc_auc", "pr_auc", "ece")
@@ -283,6 +292,23 @@ class ClassificationTask(Task):
 
     def curves(self) -> dict[str, Metric]:
         return curve_metrics(self.kind, self.num_classes, self.thresholds, self.decision_threshold)
+
+
+def has_missing(target: Any) -> bool:
+    """A float target with NaN entries: labels or values not measured for some samples (assay data)."""
+    return isinstance(target, Tensor) and target.is_floating_point() and bool(torch.isnan(target).any())
+
+
+def masked_mean(losses: Tensor, mask: Tensor) -> Tensor:
+    """The mean of per-entry ``losses`` over the measured entries (0, with a gradient path, when there are none)."""
+    mask = mask.reshape(losses.shape)
+    return (losses * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_sample_means(losses: Tensor, mask: Tensor) -> Tensor:
+    """One loss per sample: the mean over its measured entries."""
+    mask = mask.reshape(len(losses), -1)
+    return (losses.reshape(len(losses), -1) * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 def is_soft(target: Tensor, outputs: Tensor) -> bool:
@@ -310,14 +336,32 @@ class RegressionTask(Task):
         self.loss_fn = self.LOSSES[loss]
 
     def loss(self, outputs: Tensor, target: Tensor) -> Tensor:
-        return self.loss_fn(outputs.reshape(target.shape), target.float())
+        outputs, target = outputs.reshape(target.shape), target.float()
+        if has_missing(target):
+            return masked_mean(self.loss_fn(outputs, target.nan_to_num(), reduction="none"), ~torch.isnan(target))
+        return self.loss_fn(outputs, target)
 
     def sample_losses(self, outputs: Tensor, target: Tensor) -> Tensor | None:
-        losses = self.loss_fn(outputs.reshape(target.shape), target.float(), reduction="none")
-        return losses.reshape(len(losses), -1).mean(1)
+        target = target.float()
+        losses = self.loss_fn(outputs.reshape(target.shape), target.nan_to_num(), reduction="none")
+        return masked_sample_means(losses, ~torch.isnan(target))
 
     def predictions(self, outputs: Tensor) -> Tensor:
         return outputs.float().squeeze(-1) if outputs.ndim > 1 and outputs.shape[-1] == 1 else outputs.float()
+
+    def step(self, batch: Any, with_predictions: bool = True, sample_losses: bool = False) -> StepOutput:
+        """As :meth:`Task.step`; with several targets or missing (NaN) ones the metrics see every measured value
+        as one flat series."""
+        out = super().step(batch, with_predictions, sample_losses)
+        if not with_predictions:
+            return out
+        target = out.target.float()
+        if (target.ndim > 1 and target.shape[-1] > 1) or has_missing(target):
+            keep = ~torch.isnan(target)
+            out.preds, out.target = out.preds.reshape(target.shape)[keep], target[keep]
+        elif target.ndim > 1:
+            out.target = target.reshape(out.preds.shape)
+        return out
 
     def metrics(self, stage: str = "eval") -> MetricCollection:
         return regression_metrics()
