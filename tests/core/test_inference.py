@@ -1,9 +1,10 @@
 """The streaming inference engine: every row accounted for, bad rows isolated, exact resume after SIGKILL, flat
-memory, a worker pool, progress with rows/s."""
+memory, a worker pool, progress with rows/s, and the same bytes from every backend (threads, processes, Dask)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 import threading
@@ -12,8 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tujie_core import DataError
-from tujie_core.inference import Rejected, default_workers, file_fingerprint, predict_stream
+from tujie_core import ConfigError, DataError
+from tujie_core.inference import (
+    BACKENDS,
+    DaskBackend,
+    LocalBackend,
+    Rejected,
+    default_workers,
+    file_fingerprint,
+    predict_stream,
+    resolve_backend,
+)
 
 SCRIPT = Path(__file__).parent / "scripts" / "infer_script.py"
 
@@ -169,3 +179,174 @@ def test_fingerprint_changes_with_the_file(tmp_path: Path) -> None:
     before = file_fingerprint(path)
     path.write_text("x\n1\n2\n")
     assert file_fingerprint(path) != before
+
+
+# ---- backends: the job's functions live at module level, so a process pool can pickle them by reference -------
+def mixed(n: int):
+    """Rows 0..n-1: every 11th rejected by the reader, the other multiples of 7 not numbers, 13 breaks predict."""
+    return lambda: (
+        (i, Rejected("invalid JSON") if i % 11 == 0 else f"x{i}" if i % 7 == 0 else str(i)) for i in range(n)
+    )
+
+
+def parse(items):
+    return [int(x) if x.isdigit() else Rejected(f"not a number: {x!r}") for x in items]
+
+
+def score(items):
+    if 13 in items:
+        raise DataError("cannot score 13")
+    return [[x * 10, f"{x / 7:.6f}"] for x in items]
+
+
+def text_of(record):
+    return [record.strip()]  # a reader's Rejected has no text: blank
+
+
+def broken(items):
+    raise RuntimeError("model expects 3 channels")
+
+
+def run_mixed(path: Path, backend, rows=None):
+    return predict_stream(
+        rows or mixed(300),
+        score,
+        path,
+        header=["y", "score"],
+        prepare=parse,
+        reject_header=["text"],
+        reject_fields=text_of,
+        chunk_size=7,
+        workers=2,
+        backend=backend,
+        progress="none",
+    )
+
+
+@pytest.fixture(scope="module")
+def dask_address():
+    """A scheduler address: two Dask workers on threads of this process (no start-up imports), still talking over
+    TCP, so the job, chunks, results and errors are all serialized."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None, silence_logs=40
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_processes_and_dask_write_the_bytes_of_threads(tmp_path: Path) -> None:
+    expected = run_mixed(tmp_path / "threads.csv", "threads")
+    assert (expected.rows, expected.predicted, expected.rejected) == (300, 232, 68)
+    assert read_rows(expected.rejects)[:3] == [
+        ["row", "text", "reason"],
+        ["0", "", "invalid JSON"],
+        ["7", "x7", "not a number: 'x7'"],
+    ]
+    local = DaskBackend(workers=2)  # starts a local cluster for the run and closes it after
+    for name, backend in (("processes", "processes"), ("dask", local)):
+        summary = run_mixed(tmp_path / f"{name}.csv", backend)
+        assert summary.output.read_bytes() == expected.output.read_bytes()
+        assert summary.rejects.read_bytes() == expected.rejects.read_bytes()
+        assert summary.examples == expected.examples
+    assert local.workers == 2
+
+
+def test_dask_run_interrupted_and_resumed_gives_the_uninterrupted_output(tmp_path: Path, dask_address: str) -> None:
+    def interrupted():  # Ctrl-C while reading row 200
+        for row in mixed(300)():
+            if row[0] == 200:
+                raise KeyboardInterrupt
+            yield row
+
+    expected = run_mixed(tmp_path / "fresh.csv", "threads")
+    backend = DaskBackend(dask_address)
+    with pytest.raises(KeyboardInterrupt):
+        run_mixed(tmp_path / "out.csv", backend, rows=interrupted)
+    done = json.loads((tmp_path / "out.csv.progress.json").read_text())["rows"]
+    assert 0 < done < 200 and done % 7 == 0
+    with (tmp_path / "out.csv").open("ab") as handle:
+        handle.write(b"150,HALF-WRITTEN")
+    resumed = run_mixed(tmp_path / "out.csv", backend)
+    assert (resumed.resumed_from, resumed.rows, resumed.rejected) == (done, 300, 68)
+    assert resumed.output.read_bytes() == expected.output.read_bytes()
+    assert resumed.rejects.read_bytes() == expected.rejects.read_bytes()
+    assert backend.workers == 2
+
+
+def test_a_broken_job_raises_alike_on_every_backend(tmp_path: Path, dask_address: str) -> None:
+    for backend in ("threads", "processes", DaskBackend(dask_address)):
+        with pytest.raises(RuntimeError, match="3 channels") as raised:
+            predict_stream(
+                numbers(20),
+                double,
+                tmp_path / "out.csv",
+                header=["y"],
+                prepare=broken,
+                chunk_size=5,
+                workers=2,
+                backend=backend,
+                resume=False,
+                progress="none",
+            )
+    assert "raised on a Dask worker for the chunk of rows 0 to 4" in raised.value.__notes__
+
+
+def test_reject_fields_go_between_the_row_id_and_the_reason(tmp_path: Path) -> None:
+    def rows():
+        yield 1, "CCO"
+        yield 2, " C1CC "
+        yield 3, Rejected("wrong field count")
+
+    def prepare(smiles):
+        return [s if "1" not in s else Rejected("unclosed ring") for s in smiles]
+
+    summary = predict_stream(
+        rows,
+        lambda xs: [[len(x)] for x in xs],
+        tmp_path / "out.csv",
+        header=["atoms"],
+        prepare=prepare,
+        reject_header=["smiles"],
+        reject_fields=text_of,
+        progress="none",
+    )
+    assert read_rows(summary.rejects) == [
+        ["row", "smiles", "reason"],
+        ["2", "C1CC", "unclosed ring"],
+        ["3", "", "wrong field count"],
+    ]
+    assert [r.fields for r in summary.examples] == [("C1CC",), ("",)]
+    with pytest.raises(ValueError, match="go together"):
+        predict_stream(rows, double, tmp_path / "b.csv", header=["y"], reject_header=["smiles"], progress="none")
+    with pytest.raises(ValueError, match="returned 2 values"):
+        predict_stream(
+            rows,
+            double,
+            tmp_path / "c.csv",
+            header=["y"],
+            prepare=prepare,
+            reject_header=["smiles"],
+            reject_fields=lambda s: [s, s],
+            progress="none",
+        )
+
+
+def test_backends_by_name_and_an_unknown_one(tmp_path: Path) -> None:
+    assert BACKENDS.names() == ["dask", "processes", "threads"]
+    assert resolve_backend("processes", 3) == LocalBackend(3, processes=True)
+    assert resolve_backend("dask", None) == DaskBackend()
+    with pytest.raises(
+        ConfigError, match=r"'thread' is not .*did you mean 'threads'.*available: dask, processes, threads"
+    ):
+        predict_stream(numbers(3), double, tmp_path / "out.csv", header=["y"], backend="thread", progress="none")
+    with pytest.raises(ConfigError, match="module-level function"):
+        predict_stream(
+            numbers(3),
+            double,
+            tmp_path / "out.csv",
+            header=["y"],
+            prepare=lambda xs: xs,
+            backend="processes",
+            progress="none",
+        )

@@ -9,6 +9,12 @@ one ``(row id, reason)`` line per bad row to ``<output>.rejects.csv``. Memory ho
 chunks, whatever the file size. Threads rather than processes: the heavy parts (tokenizers, image decoding, torch)
 release the GIL, and the model is not copied into every worker.
 
+Where the work runs is the ``backend``: ``"threads"`` (the default, above), ``"processes"`` (``prepare`` on a
+process pool, for pure-Python preparation that holds the GIL, such as RDKit parsing; ``prepare`` must pickle) or a
+:class:`DaskBackend` (whole chunks, prepare and predict, on the workers of a Dask distributed cluster: a local one or
+a scheduler address; the job is shipped to every worker once). Every backend writes the same bytes: chunks are cut
+the same way and written in input order.
+
 After every chunk both files are flushed and a progress file ``<output>.progress.json`` records how many input rows
 are done and the byte length of each output file, written atomically. A rerun with the same input and job resumes:
 it truncates both files to the recorded lengths (dropping a half-written chunk), skips the rows already done and
@@ -25,15 +31,18 @@ from __future__ import annotations
 import csv
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import io
 import json
 import os
+import pickle
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -42,8 +51,9 @@ from typing import Any
 import torch
 
 from tujie_core.checkpoint import atomic_write_bytes
-from tujie_core.errors import TujieError
+from tujie_core.errors import ConfigError, TujieError
 from tujie_core.progress import Mode, resolve_mode
+from tujie_core.registry import Registry
 
 PROGRESS_VERSION = 1
 EXAMPLES_KEPT = 100  # bad rows kept in memory for the summary; the rejects file has them all
@@ -84,6 +94,7 @@ class RejectedRow:
     row: Any
     reason: str
     id_column: str = "row"
+    fields: tuple[Any, ...] = ()  # the values of the job's reject_header (e.g. the row's SMILES)
 
     def __str__(self) -> str:
         return f"{self.id_column} {self.row}: {self.reason}"
@@ -130,6 +141,185 @@ def module_fingerprint(model: Any) -> str:
     return digest.hexdigest()
 
 
+ChunkResult = tuple[list[list[Any]], list["RejectedRow"]]  # good output rows, rejected rows
+BACKENDS: Registry = Registry("inference_backends")
+
+
+@dataclass
+class _Job:
+    """What a chunk needs besides its records (shipped to distributed workers once)."""
+
+    prepare: Callable[[list[Any]], Sequence[Any]] | None
+    predict: Callable[[list[Any]], Sequence[Sequence[Any]]]
+    id_column: str
+    reject_header: tuple[str, ...]
+    reject_fields: Callable[[Any], Sequence[Any]] | None
+
+
+class Backend:
+    """Where chunks are prepared and predicted. :meth:`session` yields a function that starts one chunk and returns
+    a handle whose ``result()`` is the chunk's :data:`ChunkResult`; the engine keeps a window of them in flight and
+    writes them in input order."""
+
+    workers: int
+
+    @contextmanager
+    def session(self, job: _Job) -> Iterator[Callable[[list[tuple[Any, Any]]], Any]]:
+        raise NotImplementedError
+        yield
+
+
+class _PreparedThenPredicted:
+    """A chunk whose preparation runs on a pool and whose prediction runs here, on the writing thread, when its
+    turn comes (the model is never copied)."""
+
+    def __init__(self, records: list[tuple[Any, Any]], prepared: Future, job: _Job) -> None:
+        self.records, self.prepared, self.job = records, prepared, job
+
+    def result(self) -> ChunkResult:
+        return _predict_chunk(self.records, self.prepared.result(), self.job)
+
+
+@dataclass
+class LocalBackend(Backend):
+    """``prepare`` on a pool of ``workers`` threads (or processes) of this machine, ``predict`` on the calling
+    thread."""
+
+    workers: int = 0  # 0: one per core (default_workers)
+    processes: bool = False
+
+    def __post_init__(self) -> None:
+        self.workers = self.workers or default_workers()
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+
+    @contextmanager
+    def session(self, job: _Job) -> Iterator[Callable[[list[tuple[Any, Any]]], Any]]:
+        pool: Executor
+        if self.processes:
+            import multiprocessing
+
+            try:
+                pickle.dumps(job.prepare)
+            except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                raise ConfigError(
+                    "backend 'processes' pickles prepare by reference: make it a module-level function "
+                    f"(or a functools.partial of one), not a lambda or a nested function ({exc})"
+                ) from None
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["__main__", __name__])  # workers fork with torch and core imported
+            else:
+                context = multiprocessing.get_context("spawn")
+            pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_ship_prepare, initargs=(job.prepare,)
+            )
+            prepare_chunk = _prepare_shipped  # prepare goes to each process once, not with every chunk
+        else:
+            pool = ThreadPoolExecutor(self.workers)
+            prepare_chunk = functools.partial(_prepare_chunk, prepare=job.prepare)
+        try:
+            yield lambda records: _PreparedThenPredicted(records, pool.submit(prepare_chunk, records), job)
+        finally:
+            pool.shutdown(cancel_futures=True)  # after an error, the chunks not started yet are dropped
+
+
+_SHIPPED_PREPARE: Callable[[list[Any]], Sequence[Any]] | None = None  # a process worker's copy of the job's prepare
+
+
+def _ship_prepare(prepare: Callable[[list[Any]], Sequence[Any]] | None) -> None:
+    global _SHIPPED_PREPARE
+    _SHIPPED_PREPARE = prepare
+
+
+def _prepare_shipped(records: list[tuple[Any, Any]]) -> list[Any]:
+    return _prepare_chunk(records, _SHIPPED_PREPARE)
+
+
+@BACKENDS.register("threads")
+def threads(workers: int = 0) -> LocalBackend:
+    """Prepare on threads (tokenizers, image decoding and torch release the GIL)."""
+    return LocalBackend(workers)
+
+
+@BACKENDS.register("processes")
+def processes(workers: int = 0) -> LocalBackend:
+    """Prepare on processes (pure-Python work that holds the GIL); ``prepare`` must pickle."""
+    return LocalBackend(workers, processes=True)
+
+
+@BACKENDS.register("dask")
+@dataclass
+class DaskBackend(Backend):
+    """Whole chunks on a Dask distributed cluster: the scheduler at ``address`` (``tcp://host:8786``), or a local
+    cluster of ``workers`` processes started for the job and closed after it. The job (prepare, predict and the model
+    inside it) is pickled and broadcast to every worker once; each worker thread (one per local worker) runs one chunk
+    at a time with ``threads_per_worker`` torch threads."""
+
+    address: str | None = None
+    workers: int = 0  # local cluster size (0: one per core); set to the cluster's task slots (threads) per session
+    threads_per_worker: int = 1
+
+    def __post_init__(self) -> None:
+        if self.workers < 0 or self.threads_per_worker < 1:
+            raise ValueError(
+                f"workers must be at least 0 and threads_per_worker at least 1, got {self.workers}, "
+                f"{self.threads_per_worker}"
+            )
+
+    @contextmanager
+    def session(self, job: _Job) -> Iterator[Callable[[list[tuple[Any, Any]]], Any]]:
+        from distributed import Client, LocalCluster
+
+        target: Any = nullcontext(self.address)
+        if self.address is None:
+            target = LocalCluster(
+                n_workers=self.workers or default_workers(),
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=40,
+            )
+        with target as cluster, Client(cluster) as client:
+            self.workers = max(1, sum(client.nthreads().values()))  # a worker with n threads runs n chunks at once
+            shipped = client.scatter(job, broadcast=True, hash=False)
+            torch_threads = self.threads_per_worker
+            yield lambda records: _RemoteChunk(
+                client.submit(_remote_chunk, shipped, records, torch_threads, pure=False), records
+            )
+
+
+class _RemoteChunk:
+    """A chunk running on a Dask worker; ``result()`` re-raises an error that broke the job there as it is (its type
+    and message, as on the local backends), with a note naming the chunk's rows."""
+
+    def __init__(self, future: Any, records: list[tuple[Any, Any]]) -> None:
+        self.future, self.first, self.last = future, records[0][0], records[-1][0]
+
+    def result(self) -> ChunkResult:
+        try:
+            return self.future.result()
+        except Exception as exc:
+            exc.add_note(f"raised on a Dask worker for the chunk of rows {self.first} to {self.last}")
+            raise
+
+
+def _remote_chunk(job: _Job, records: list[tuple[Any, Any]], torch_threads: int) -> ChunkResult:
+    """One chunk on a distributed worker: prepare, then predict."""
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
+    result = _predict_chunk(records, _prepare_chunk(records, job.prepare), job)
+    release_memory()
+    return result
+
+
+def resolve_backend(backend: str | Backend, workers: int | None) -> Backend:
+    """A backend from its registry name (``workers`` sizes it) or as given."""
+    if isinstance(backend, Backend):
+        return backend
+    return BACKENDS.create(backend, where="backend", workers=workers or 0)
+
+
 def predict_stream(
     rows: Callable[[], Iterable[tuple[Any, Any]]],
     predict: Callable[[list[Any]], Sequence[Sequence[Any]]],
@@ -138,8 +328,11 @@ def predict_stream(
     header: Sequence[str],
     prepare: Callable[[list[Any]], Sequence[Any]] | None = None,
     id_column: str = "row",
+    reject_header: Sequence[str] = (),
+    reject_fields: Callable[[Any], Sequence[Any]] | None = None,
     chunk_size: int = 256,
     workers: int | None = None,
+    backend: str | Backend = "threads",
     resume: bool = True,
     job: dict[str, Any] | None = None,
     total: int | None = None,
@@ -150,32 +343,42 @@ def predict_stream(
     ``prepare(records)`` returns one item per record (or :class:`Rejected`); ``predict(items)`` returns one output
     row (the values after the row id) per item. ``job`` identifies the run for resuming (the input file's
     :func:`file_fingerprint`, the model, options): a progress file from a different job is not resumed.
+    ``reject_fields(record)`` gives the values of ``reject_header`` for a rejected row (e.g. its SMILES), written
+    between the row id and the reason. ``backend``: ``"threads"``, ``"processes"``, ``"dask"`` or a
+    :class:`Backend` (``workers`` sizes a named one).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    workers = default_workers() if workers is None else workers
-    if workers < 1:
+    if bool(reject_header) != (reject_fields is not None):
+        raise ValueError("reject_header and reject_fields go together: the columns and their values")
+    if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    runner = resolve_backend(backend, workers)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     rejects = output.with_name(output.name + ".rejects.csv")
     state_path = output.with_name(output.name + ".progress.json")
-    signature = {"header": [id_column, *header], "chunk_size": chunk_size, "job": job or {}}
+    signature = {
+        "header": [id_column, *header],
+        "rejects": [*reject_header],
+        "chunk_size": chunk_size,
+        "job": job or {},
+    }
     state = _resumable_state(state_path, signature, output, rejects) if resume else None
     if state is None:
         state = {"version": PROGRESS_VERSION, "signature": signature, "rows": 0, "predicted": 0, "rejected": 0}
         output.write_bytes(_csv_bytes([[id_column, *header]]))
-        rejects.write_bytes(_csv_bytes([[id_column, "reason"]]))
+        rejects.write_bytes(_csv_bytes([[id_column, *reject_header, "reason"]]))
     resumed_from = state["rows"]
     examples: list[RejectedRow] = []
     started = time.perf_counter()
     meter = _Meter(progress, total, resumed_from)
     source = islice(iter(rows()), resumed_from, None)
-    with output.open("ab") as out, rejects.open("ab") as bad, ThreadPoolExecutor(workers) as pool:
-        for records, prepared in _prepared_chunks(source, chunk_size, prepare, pool, window=2 * workers + 1):
-            good_rows, bad_rows = _predict_chunk(records, prepared, predict, id_column)
+    work = _Job(prepare, predict, id_column, tuple(reject_header), reject_fields)
+    with output.open("ab") as out, rejects.open("ab") as bad, runner.session(work) as start:
+        for records, (good_rows, bad_rows) in _in_order(source, chunk_size, start, window=2 * runner.workers + 1):
             out.write(_csv_bytes(good_rows))
-            bad.write(_csv_bytes([[r.row, r.reason] for r in bad_rows]))
+            bad.write(_csv_bytes([[r.row, *r.fields, r.reason] for r in bad_rows]))
             for handle in (out, bad):
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -226,22 +429,21 @@ def _resumable_state(state_path: Path, signature: dict, output: Path, rejects: P
     return state
 
 
-def _prepared_chunks(
+def _in_order(
     source: Iterator[tuple[Any, Any]],
     chunk_size: int,
-    prepare: Callable[[list[Any]], Sequence[Any]] | None,
-    pool: ThreadPoolExecutor,
+    start: Callable[[list[tuple[Any, Any]]], Any],
     window: int,
-) -> Iterator[tuple[list[tuple[Any, Any]], list[Any]]]:
-    """Chunks of ``(row id, record)`` with their prepared items, in input order, at most ``window`` in flight."""
-    pending: deque[tuple[list[tuple[Any, Any]], Future]] = deque()
+) -> Iterator[tuple[list[tuple[Any, Any]], ChunkResult]]:
+    """Chunks of ``(row id, record)`` with their results, in input order, at most ``window`` in flight."""
+    pending: deque[tuple[list[tuple[Any, Any]], Any]] = deque()
     while True:
         records = list(islice(source, chunk_size))
         if records:
-            pending.append((records, pool.submit(_prepare_chunk, records, prepare)))
+            pending.append((records, start(records)))
         if pending and (len(pending) >= window or not records):
-            chunk, future = pending.popleft()
-            yield chunk, future.result()
+            chunk, handle = pending.popleft()
+            yield chunk, handle.result()
         if not records and not pending:
             return
 
@@ -256,24 +458,33 @@ def _prepare_chunk(records: list[tuple[Any, Any]], prepare: Callable | None) -> 
     return items
 
 
-def _predict_chunk(
-    records: list[tuple[Any, Any]],
-    prepared: list[Any],
-    predict: Callable[[list[Any]], Sequence[Sequence[Any]]],
-    id_column: str,
-) -> tuple[list[list[Any]], list[RejectedRow]]:
+def _predict_chunk(records: list[tuple[Any, Any]], prepared: list[Any], job: _Job) -> ChunkResult:
     good = [i for i, item in enumerate(prepared) if not isinstance(item, Rejected)]
     outcome: dict[int, Any] = dict(enumerate(prepared))
-    outcome.update(zip(good, _isolating(predict, [prepared[i] for i in good], "predict"), strict=True))
+    outcome.update(zip(good, _isolating(job.predict, [prepared[i] for i in good], "predict"), strict=True))
     good_rows: list[list[Any]] = []
     bad_rows: list[RejectedRow] = []
-    for i, (row_id, _) in enumerate(records):
+    for i, (row_id, record) in enumerate(records):
         value = outcome[i]
         if isinstance(value, Rejected):
-            bad_rows.append(RejectedRow(row_id, value.reason, id_column))
+            bad_rows.append(RejectedRow(row_id, value.reason, job.id_column, _reject_fields(job, record)))
         else:
             good_rows.append([row_id, *value])
     return good_rows, bad_rows
+
+
+def _reject_fields(job: _Job, record: Any) -> tuple[Any, ...]:
+    """The ``reject_header`` values of a rejected record; blanks for a record too broken to describe (a reader's
+    :class:`Rejected`, a row with the wrong field count)."""
+    if job.reject_fields is None:
+        return ()
+    try:
+        values = tuple(job.reject_fields(record))
+    except Exception:
+        return ("",) * len(job.reject_header)
+    if len(values) != len(job.reject_header):
+        raise ValueError(f"reject_fields returned {len(values)} values for reject_header {list(job.reject_header)}")
+    return values
 
 
 def _isolating(fn: Callable[[list[Any]], Sequence[Any]], items: list[Any], what: str) -> list[Any]:

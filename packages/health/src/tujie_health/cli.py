@@ -344,3 +344,104 @@ def risk_explain(
     if output is not None:
         save_figure(explanation.plot(), output)
         console.print(f"chart → {output}")
+
+
+@app.command("mol-train")
+def mol_train(
+    config: Path | None = typer.Argument(None, help="run config (YAML); default: a D-MPNN on FreeSolv"),
+    data: Path | None = typer.Option(None, help="a CSV/TSV with a SMILES column and target columns"),
+    target: list[str] = typer.Option([], help="a target column of --data (repeat for several)"),
+    smiles_column: str | None = typer.Option(None, help="the SMILES column (default: found by name)"),
+    split: str | None = typer.Option(None, help="random, scaffold or stratified"),
+    model: str | None = typer.Option(None, help="dmpnn, gin or attentivefp"),
+    seeds: int = typer.Option(1, min=1, help="train an ensemble of this many seeds (uncertainty per molecule)"),
+    epochs: int | None = typer.Option(None, help="trainer.max_epochs"),
+    resume: Path | None = typer.Option(None, help="a run (or ensemble) folder to continue"),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: model.hidden=128"),
+    dp: str | None = DP_OPTION,
+) -> None:
+    """Train a molecular property model (regression or (multi-label) classification, missing targets masked) and
+    compare it with a Morgan-fingerprint random forest on the same split (report.md)."""
+    from tujie_health.molecules.training import train_molecules
+
+    if config is None and resume is not None:
+        saved = [resume / "config.yaml", *sorted(resume.glob("seed0/*/config.yaml"))]
+        config = next((p for p in saved if p.is_file()), None)
+    extra = [f"data.path={data}"] if data is not None else []
+    if target:
+        extra.append(f"data.targets=[{','.join(target)}]")
+    for key, value in (("smiles_column", smiles_column), ("split", split)):
+        if value is not None:
+            extra.append(f"data.{key}={value}")
+    if epochs is not None:
+        extra.append(f"trainer.max_epochs={epochs}")
+    if model is not None:
+        extra.insert(0, f"model={{name: '{model}'}}")
+    result = train_molecules(config, [*extra, *overrides], seeds=seeds, dp=dp, resume=resume)
+    split_name = "test" if "test" in result.scores else "val"
+    for name, row in result.scores.get(split_name, {}).items():
+        _print_metrics(f"{name} ({split_name})", row)
+    console.print(f"{'ensemble' if seeds > 1 else 'run'} folder: {result.folder}\nreport: {result.report}")
+
+
+@app.command("mol-evaluate")
+def mol_evaluate(
+    run: Path = typer.Argument(..., help="a molecule run, model or ensemble folder"),
+    data: str = typer.Argument(..., help="a labelled CSV/TSV (the model's target columns), or 'freesolv'"),
+    smiles_column: str | None = typer.Option(None, help="the SMILES column (default: found by name)"),
+) -> None:
+    """RMSE/MAE/R² (regression) or ROC-AUC, PR-AUC, enrichment (EF 1 %, 5 %) and BEDROC (classification) on a
+    labelled file; invalid SMILES are counted and left out."""
+    from tujie_health.molecules.predictor import MoleculeModel
+    from tujie_health.molecules.training import evaluate_file
+
+    _print_metrics(str(data), evaluate_file(MoleculeModel.load(run), data, smiles_column))
+
+
+@app.command("screen")
+def screen_library(
+    model: Path = typer.Option(..., "--model", help="a molecule run, model or ensemble folder"),
+    library: Path = typer.Option(..., "--library", help="molecules to rank: .smi, or CSV/TSV with a SMILES column"),
+    output: Path = typer.Option(Path("screen.csv"), help="the ranked CSV (rejects beside it: OUTPUT.rejects.csv)"),
+    target: str | None = typer.Option(None, help="rank by this target (default: the model's first)"),
+    ascending: bool = typer.Option(False, "--ascending", help="lowest prediction first (e.g. binding energy)"),
+    smiles_column: str | None = typer.Option(None, help="the SMILES column of a CSV (default: found by name)"),
+    backend: str = typer.Option("processes", help="processes, threads or dask"),
+    scheduler: str | None = typer.Option(None, help="a Dask scheduler address (tcp://host:8786); implies dask"),
+    workers: int | None = typer.Option(None, min=1, help="featurising processes / local Dask workers"),
+    top: int = typer.Option(10, min=0, help="hits to print"),
+    restart: bool = typer.Option(False, "--restart", help="start over instead of resuming an interrupted screen"),
+) -> None:
+    """Rank a library by predicted score (memory flat in its size, resumable); bad SMILES go to the rejects file."""
+    import csv
+
+    from tujie_core.inference import Backend, DaskBackend
+    from tujie_health.molecules.screen import screen
+
+    chosen: str | Backend = backend
+    if scheduler is not None or backend == "dask":
+        chosen = DaskBackend(address=scheduler, workers=workers or 0)
+    summary = screen(
+        model,
+        library,
+        output,
+        target=target,
+        ascending=ascending,
+        smiles_column=smiles_column,
+        backend=chosen,
+        workers=workers,
+        resume=not restart,
+        progress="auto",
+    )
+    with summary.output.open(newline="", encoding="utf-8") as handle:
+        rows = [r for _, r in zip(range(top + 1), csv.reader(handle), strict=False)]
+    if len(rows) > 1:
+        console.print(metrics_table(f"top {len(rows) - 1}", [tuple(r) for r in rows[1:]], tuple(rows[0])))
+    if summary.rejected:
+        err_console.print(f"warning: {library}: skipped {summary.rejected} invalid molecule(s) → {summary.rejects}")
+    resumed = f" (resumed after {summary.resumed_from})" if summary.resumed_from else ""
+    console.print(
+        f"ranked {summary.screened} molecule(s) → {summary.output}{resumed}; "
+        f"{summary.molecules_per_second:,.0f} molecules/s",
+        markup=False,
+    )
