@@ -138,3 +138,16 @@ def test_metric_memory_does_not_grow_with_data(rng: torch.Generator) -> None:
         )
         assert all(not isinstance(v, list) for m in collection.values() for v in m.metric_state.values())
     assert sizes[0] == sizes[-1]
+
+
+def test_r2_of_a_single_value_is_nan_instead_of_an_error() -> None:
+    import math
+
+    from tujie_core.metrics import regression_metrics
+
+    metrics = regression_metrics()
+    metrics.update(torch.tensor([1.0]), torch.tensor([2.0]))
+    values = metrics.compute()
+    assert math.isnan(values["r2"].item()) and values["mse"].item() == 1.0
+    metrics.update(torch.tensor([3.0]), torch.tensor([3.0]))
+    assert metrics.compute()["r2"].item() == pytest.approx(1 - 1 / 0.5)

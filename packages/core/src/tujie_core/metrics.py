@@ -137,13 +137,22 @@ def classification_metrics(
     raise ValueError(f"unknown classification kind '{kind}'")
 
 
+class R2Score(R.R2Score):
+    """torchmetrics' R² that is NaN, instead of an error, on fewer than two values (a tiny validation split)."""
+
+    def compute(self) -> Tensor:
+        if int(self.total) < 2:
+            return torch.tensor(float("nan"))
+        return super().compute()
+
+
 def regression_metrics() -> MetricCollection:
     return MetricCollection(
         {
             "mse": R.MeanSquaredError(),
             "rmse": R.MeanSquaredError(squared=False),
             "mae": R.MeanAbsoluteError(),
-            "r2": R.R2Score(),
+            "r2": R2Score(),
         }
     )
 

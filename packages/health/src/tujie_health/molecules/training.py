@@ -68,7 +68,7 @@ def scores(kind: str, values: np.ndarray, y: np.ndarray) -> dict[str, float]:
             if len(np.unique(true)) == 2:
                 out.setdefault("roc_auc", []).append(float(roc_auc_score(true, pred)))
                 out.setdefault("pr_auc", []).append(float(average_precision_score(true, pred)))
-    return {k: float(np.nanmean(v)) for k, v in out.items()}
+    return {k: float(np.nanmean(v)) if not np.isnan(v).all() else math.nan for k, v in out.items()}
 
 
 @dataclass
