@@ -51,7 +51,9 @@ class Dataset:
 
 
 DATASETS = {
-    "freesolv": Dataset("freesolv", "SAMPL.csv", "expt", "random", "rmse", (("MPNN", 1.15, JIANG), ("SVM", 0.85, JIANG)), 1.0),
+    "freesolv": Dataset(
+        "freesolv", "SAMPL.csv", "expt", "random", "rmse", (("MPNN", 1.15, JIANG), ("SVM", 0.85, JIANG)), 1.0
+    ),
     "esol": Dataset(
         "esol",
         "delaney-processed.csv",
@@ -61,9 +63,15 @@ DATASETS = {
         (("MPNN", 0.58, JIANG), ("AttentiveFP", 0.59, JIANG)),
         0.58,
     ),
-    "lipo": Dataset("lipo", "Lipophilicity.csv", "exp", "random", "rmse", (("MPNN", 0.72, JIANG), ("XGBoost", 0.57, JIANG))),
-    "bbbp": Dataset("bbbp", "BBBP.csv", "p_np", "scaffold", "roc_auc", (("D-MPNN", 0.913, MOLNET + " (chemprop paper)"),)),
-    "bace": Dataset("bace", "bace.csv", "Class", "scaffold", "roc_auc", (("D-MPNN", 0.863, MOLNET + " (chemprop paper)"),)),
+    "lipo": Dataset(
+        "lipo", "Lipophilicity.csv", "exp", "random", "rmse", (("MPNN", 0.72, JIANG), ("XGBoost", 0.57, JIANG))
+    ),
+    "bbbp": Dataset(
+        "bbbp", "BBBP.csv", "p_np", "scaffold", "roc_auc", (("D-MPNN", 0.913, MOLNET + " (chemprop paper)"),)
+    ),
+    "bace": Dataset(
+        "bace", "bace.csv", "Class", "scaffold", "roc_auc", (("D-MPNN", 0.863, MOLNET + " (chemprop paper)"),)
+    ),
 }
 CHEMPROP_ANCHOR = "chemprop: 100k molecules in < 2 min on a laptop CPU"
 
@@ -111,7 +119,9 @@ def split_files(run_dir: Path, ds: Dataset, folder: Path) -> dict[str, Path]:
     with molnet(ds.file).open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader)
-        by_line = {reader.line_num: fields for fields in reader}
+        by_line = {}
+        for fields in reader:
+            by_line[reader.line_num] = fields
     smiles_column = config["molecules"]["smiles_column"]
     paths = {}
     for part, lines in rows.items():
@@ -133,7 +143,9 @@ def chemprop_peer(venv: Path, ds: Dataset, splits: dict[str, Path], work: Path) 
         made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
         if made.returncode:
             return None, 0.0, f"venv failed: {made.stderr.strip()[-200:]}"
-    probe = subprocess.run([str(python), "-c", "import chemprop; print(chemprop.__version__)"], capture_output=True, text=True)
+    probe = subprocess.run(
+        [str(python), "-c", "import chemprop; print(chemprop.__version__)"], capture_output=True, text=True
+    )
     if probe.returncode:
         torch = "torch==" + __import__("torch").__version__.split("+")[0]
         install = subprocess.run(
@@ -207,7 +219,6 @@ def screen_library(model: Path, size: int, work: Path, backend: str) -> tuple[fl
     script = work / "screen_child.py"
     script.write_text(SCREEN_CHILD)
     output = work / f"hits{size}.csv"
-    started = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, str(script), str(model), str(library), str(output), backend], stdout=subprocess.PIPE, text=True
     )
@@ -271,15 +282,65 @@ def main() -> None:
         split = f"{ds.split} split, {args.seeds} seed(s)"
         label = f"{key} {args.model}" + (f" ×{args.ensemble}" if args.ensemble > 1 else "")
         anchor_name, anchor, source = ds.anchors[0]
-        rows.append(Row(f"{label} ({split})", ds.metric, float(np.mean(ours)), anchor, f"{anchor_name}: {source}", ds.goal, higher, ""))
+        rows.append(
+            Row(
+                f"{label} ({split})",
+                ds.metric,
+                float(np.mean(ours)),
+                anchor,
+                f"{anchor_name}: {source}",
+                ds.goal,
+                higher,
+                "",
+            )
+        )
         for anchor_name, anchor, source in ds.anchors[1:]:
-            rows.append(Row(f"{label} ({split})", ds.metric, float(np.mean(ours)), anchor, f"{anchor_name}: {source}", None, higher, ""))
-        rows.append(Row(f"{key} {args.model} ± std over seeds", ds.metric, float(np.std(ours)), None, "", None, False, ""))
-        rows.append(Row(f"{key} fingerprint RF (same splits)", ds.metric, float(np.mean(base)), None, "Morgan r2 2048 bits, 500 trees", None, higher, ""))
-        rows.append(Row(f"{key} {args.model} training time", "wall", float(np.mean(seconds)), None, "", None, False, "s"))
+            rows.append(
+                Row(
+                    f"{label} ({split})",
+                    ds.metric,
+                    float(np.mean(ours)),
+                    anchor,
+                    f"{anchor_name}: {source}",
+                    None,
+                    higher,
+                    "",
+                )
+            )
+        rows.append(
+            Row(f"{key} {args.model} ± std over seeds", ds.metric, float(np.std(ours)), None, "", None, False, "")
+        )
+        rows.append(
+            Row(
+                f"{key} fingerprint RF (same splits)",
+                ds.metric,
+                float(np.mean(base)),
+                None,
+                "Morgan r2 2048 bits, 500 trees",
+                None,
+                higher,
+                "",
+            )
+        )
+        rows.append(
+            Row(f"{key} {args.model} training time", "wall", float(np.mean(seconds)), None, "", None, False, "s")
+        )
         if peer:
-            rows.append(Row(f"{key} chemprop (same splits)", ds.metric, float(np.mean(peer)), None, "chemprop 2.x defaults, 50 epochs", None, higher, ""))
-            rows.append(Row(f"{key} chemprop training time", "wall", float(np.mean(peer_seconds)), None, "", None, False, "s"))
+            rows.append(
+                Row(
+                    f"{key} chemprop (same splits)",
+                    ds.metric,
+                    float(np.mean(peer)),
+                    None,
+                    "chemprop 2.x defaults, 50 epochs",
+                    None,
+                    higher,
+                    "",
+                )
+            )
+            rows.append(
+                Row(f"{key} chemprop training time", "wall", float(np.mean(peer_seconds)), None, "", None, False, "s")
+            )
         for note in notes:
             print(f"{key} peer: {note}", flush=True)
     # ---- screening throughput and memory ----------------------------------------------------------------------
@@ -305,7 +366,18 @@ def main() -> None:
         rows.append(Row(name, "throughput", rate, 830.0, CHEMPROP_ANCHOR, 3000.0, True, "molecules/s"))
         rows.append(Row(name, "peak memory (process tree)", peak_mb, None, "", None, False, "MB"))
     if len(peaks) > 1:
-        rows.append(Row("screen peak memory, largest / smallest library", "ratio", peaks[-1] / peaks[0], None, "flat = 1", 1.2, False, ""))
+        rows.append(
+            Row(
+                "screen peak memory, largest / smallest library",
+                "ratio",
+                peaks[-1] / peaks[0],
+                None,
+                "flat = 1",
+                1.2,
+                False,
+                "",
+            )
+        )
     report("health_molecules", args.quick, rows, args.json)
 
 

