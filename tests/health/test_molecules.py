@@ -344,3 +344,38 @@ def test_cli_bad_inputs_exit_2_with_one_line(tujie, tmp_path: Path, trained: Pat
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (args, done.stderr)
+
+
+def test_a_molecule_run_resumes_exactly(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from tujie_core import load_config, train_from_config
+    from tujie_health.cli import bundled_config
+
+    path = write_csv(tmp_path / "train.csv", FREESOLV_HEAD)
+    base = [f"data.path={path}", "model.hidden=16", "model.ffn_hidden=16", "trainer.progress=none"]
+
+    def run(name: str, epochs: int, resume: Path | None = None) -> Path:
+        config = load_config(
+            bundled_config("freesolv_dmpnn"), [*base, f"output_dir={tmp_path / name}", f"trainer.max_epochs={epochs}"]
+        )
+        return train_from_config(config, resume=resume).run_dir
+
+    straight = run("straight", 4)
+    halted = run("halted", 2)
+    resumed = run("halted", 4, resume=halted)
+    assert resumed == halted
+    a, b = (load_file(str(d / "model" / "model.safetensors")) for d in (straight, resumed))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_tuning_searches_a_molecule_model(tmp_path: Path) -> None:
+    from tujie_core import load_config
+    from tujie_core.tune import tune
+    from tujie_health.cli import bundled_config
+
+    path = write_csv(tmp_path / "train.csv", FREESOLV_HEAD)
+    overrides = [f"data.path={path}", f"output_dir={tmp_path}", "trainer.max_epochs=2", "trainer.progress=none"]
+    overrides += ["model.ffn_hidden=16", "tune={space: {model.hidden: {type: categorical, choices: [8, 16]}}}"]
+    result = tune(load_config(bundled_config("freesolv_dmpnn"), overrides), trials=2)
+    assert result.best_params["model.hidden"] in (8, 16) and result.best_value > 0
