@@ -244,12 +244,20 @@ def test_processes_and_dask_write_the_bytes_of_threads(tmp_path: Path) -> None:
         ["7", "x7", "not a number: 'x7'"],
     ]
     local = DaskBackend(workers=2)  # starts a local cluster for the run and closes it after
-    for name, backend in (("processes", "processes"), ("dask", local)):
+    whole_chunks = LocalBackend(2, processes=True, predict_in_workers=True, start_method="fork")
+    for name, backend in (("processes", "processes"), ("whole-chunks", whole_chunks), ("dask", local)):
         summary = run_mixed(tmp_path / f"{name}.csv", backend)
         assert summary.output.read_bytes() == expected.output.read_bytes()
         assert summary.rejects.read_bytes() == expected.rejects.read_bytes()
         assert summary.examples == expected.examples
     assert local.workers == 2
+
+
+def test_process_options_are_refused_on_a_thread_pool() -> None:
+    with pytest.raises(ValueError, match="options of a process pool"):
+        LocalBackend(2, predict_in_workers=True)
+    with pytest.raises(ConfigError, match="start method 'nope' is not available"):
+        LocalBackend(2, processes=True, start_method="nope")  # type: ignore[arg-type]
 
 
 def test_dask_run_interrupted_and_resumed_gives_the_uninterrupted_output(tmp_path: Path, dask_address: str) -> None:

@@ -278,6 +278,9 @@ def test_a_screen_on_a_local_dask_cluster_matches_the_single_machine_run(tmp_pat
         )
     assert spread.output.read_bytes() == single.output.read_bytes()
     assert spread.rejects.read_bytes() == single.rejects.read_bytes()
+    forked = screen(trained, lib, tmp_path / "forked.csv", chunk_size=16, workers=2, progress="none")  # processes
+    assert forked.output.read_bytes() == single.output.read_bytes()
+    assert forked.rejects.read_bytes() == single.rejects.read_bytes()
 
 
 def test_ranking_merges_sorted_runs_from_disk(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ chunks, whatever the file size. Threads rather than processes: the heavy parts (
 release the GIL, and the model is not copied into every worker.
 
 Where the work runs is the ``backend``: ``"threads"`` (the default, above), ``"processes"`` (``prepare`` on a
-process pool, for pure-Python preparation that holds the GIL, such as RDKit parsing; ``prepare`` must pickle) or a
+process pool, for pure-Python preparation that holds the GIL, such as RDKit parsing; ``prepare`` must pickle; a
+:class:`LocalBackend` with ``predict_in_workers`` runs whole chunks there, for a small CPU model) or a
 :class:`DaskBackend` (whole chunks, prepare and predict, on the workers of a Dask distributed cluster: a local one or
 a scheduler address; the job is shipped to every worker once). Every backend writes the same bytes: chunks are cut
 the same way and written in input order.
@@ -32,9 +33,11 @@ import csv
 import ctypes
 import ctypes.util
 import functools
+import gc
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import pickle
 import sys
@@ -46,7 +49,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -180,60 +183,94 @@ class _PreparedThenPredicted:
         return _predict_chunk(self.records, self.prepared.result(), self.job)
 
 
+StartMethod = Literal["fork", "forkserver", "spawn"]
+
+
 @dataclass
 class LocalBackend(Backend):
     """``prepare`` on a pool of ``workers`` threads (or processes) of this machine, ``predict`` on the calling
-    thread."""
+    thread; with ``predict_in_workers`` (processes only) each worker process prepares and predicts whole chunks with
+    one torch thread, the job shipped to it once at start, and the calling process only reads and writes: for a small
+    CPU model whose prediction would otherwise queue behind the calling thread (a screening GNN).
+
+    ``start_method`` starts the processes: ``forkserver`` (the default where available, else ``spawn``) forks them
+    from a server that first imports ``__main__`` and the core (seconds, the first time in a process: its workers
+    then import the job's modules again); ``fork`` (POSIX) copies this process as it is, imports and job included,
+    in milliseconds: for a job that uses no GPU and starts no threads of its own."""
 
     workers: int = 0  # 0: one per core (default_workers)
     processes: bool = False
+    predict_in_workers: bool = False
+    start_method: StartMethod | None = None
 
     def __post_init__(self) -> None:
         self.workers = self.workers or default_workers()
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if not self.processes and (self.predict_in_workers or self.start_method is not None):
+            raise ValueError("predict_in_workers and start_method are options of a process pool (processes=True)")
+        methods = multiprocessing.get_all_start_methods()
+        if self.start_method is not None and self.start_method not in methods:
+            raise ConfigError(
+                f"start method '{self.start_method}' is not available here (available: {', '.join(methods)})"
+            )
 
     @contextmanager
     def session(self, job: _Job) -> Iterator[Callable[[list[tuple[Any, Any]]], Any]]:
         pool: Executor
         if self.processes:
-            import multiprocessing
-
+            shipped = job if self.predict_in_workers else job.prepare  # to each process once, not with every chunk
             try:
-                pickle.dumps(job.prepare)
+                pickle.dumps(shipped)
             except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                what = "prepare and predict" if self.predict_in_workers else "prepare"
                 raise ConfigError(
-                    "backend 'processes' pickles prepare by reference: make it a module-level function "
-                    f"(or a functools.partial of one), not a lambda or a nested function ({exc})"
+                    f"backend 'processes' pickles {what} by reference: make each a module-level function (or a "
+                    f"functools.partial of one, or an instance of a module-level class), not a lambda or a nested "
+                    f"function ({exc})"
                 ) from None
-            if "forkserver" in multiprocessing.get_all_start_methods():
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(["__main__", __name__])  # workers fork with torch and core imported
-            else:
-                context = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_ship_prepare, initargs=(job.prepare,)
-            )
-            prepare_chunk = _prepare_shipped  # prepare goes to each process once, not with every chunk
+            context = self._context()
+            pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_ship, initargs=(shipped,))
+            if context.get_start_method() == "fork":
+                pool.submit(int).result()  # a fork pool starts all its workers at the first task: now, before threads
         else:
             pool = ThreadPoolExecutor(self.workers)
-            prepare_chunk = functools.partial(_prepare_chunk, prepare=job.prepare)
+        prepare = _prepare_shipped if self.processes else functools.partial(_prepare_chunk, prepare=job.prepare)
+
+        def start(records: list[tuple[Any, Any]]) -> Any:
+            if self.predict_in_workers:
+                return _RemoteChunk(pool.submit(_run_shipped, records), records, "in a worker process")
+            return _PreparedThenPredicted(records, pool.submit(prepare, records), job)
+
         try:
-            yield lambda records: _PreparedThenPredicted(records, pool.submit(prepare_chunk, records), job)
+            yield start
         finally:
             pool.shutdown(cancel_futures=True)  # after an error, the chunks not started yet are dropped
 
+    def _context(self) -> multiprocessing.context.BaseContext:
+        methods = multiprocessing.get_all_start_methods()
+        method = self.start_method or ("forkserver" if "forkserver" in methods else "spawn")
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            context.set_forkserver_preload(["__main__", __name__])  # workers fork with torch and core imported
+        return context
 
-_SHIPPED_PREPARE: Callable[[list[Any]], Sequence[Any]] | None = None  # a process worker's copy of the job's prepare
+
+_SHIPPED: Any = None  # a process worker's copy of the job (predict_in_workers) or of its prepare
 
 
-def _ship_prepare(prepare: Callable[[list[Any]], Sequence[Any]] | None) -> None:
-    global _SHIPPED_PREPARE
-    _SHIPPED_PREPARE = prepare
+def _ship(shipped: Any) -> None:
+    global _SHIPPED
+    _SHIPPED = shipped
+    gc.freeze()  # what the worker starts with is never scanned again (nor, forked, copied from the parent's pages)
 
 
 def _prepare_shipped(records: list[tuple[Any, Any]]) -> list[Any]:
-    return _prepare_chunk(records, _SHIPPED_PREPARE)
+    return _prepare_chunk(records, _SHIPPED)
+
+
+def _run_shipped(records: list[tuple[Any, Any]]) -> ChunkResult:
+    return _remote_chunk(_SHIPPED, records, torch_threads=1)  # one worker per core
 
 
 @BACKENDS.register("threads")
@@ -285,27 +322,28 @@ class DaskBackend(Backend):
             shipped = client.scatter(job, broadcast=True, hash=False)
             torch_threads = self.threads_per_worker
             yield lambda records: _RemoteChunk(
-                client.submit(_remote_chunk, shipped, records, torch_threads, pure=False), records
+                client.submit(_remote_chunk, shipped, records, torch_threads, pure=False), records, "on a Dask worker"
             )
 
 
 class _RemoteChunk:
-    """A chunk running on a Dask worker; ``result()`` re-raises an error that broke the job there as it is (its type
-    and message, as on the local backends), with a note naming the chunk's rows."""
+    """A whole chunk running elsewhere (``where``: on a Dask worker, in a worker process); ``result()`` re-raises an
+    error that broke the job there as it is (its type and message, as on the threads backend), with a note naming
+    the chunk's rows."""
 
-    def __init__(self, future: Any, records: list[tuple[Any, Any]]) -> None:
-        self.future, self.first, self.last = future, records[0][0], records[-1][0]
+    def __init__(self, future: Any, records: list[tuple[Any, Any]], where: str) -> None:
+        self.future, self.first, self.last, self.where = future, records[0][0], records[-1][0], where
 
     def result(self) -> ChunkResult:
         try:
             return self.future.result()
         except Exception as exc:
-            exc.add_note(f"raised on a Dask worker for the chunk of rows {self.first} to {self.last}")
+            exc.add_note(f"raised {self.where} for the chunk of rows {self.first} to {self.last}")
             raise
 
 
 def _remote_chunk(job: _Job, records: list[tuple[Any, Any]], torch_threads: int) -> ChunkResult:
-    """One chunk on a distributed worker: prepare, then predict."""
+    """One chunk on a worker (a Dask worker, a process of the local pool): prepare, then predict."""
     if torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
     result = _predict_chunk(records, _prepare_chunk(records, job.prepare), job)
@@ -372,10 +410,10 @@ def predict_stream(
     resumed_from = state["rows"]
     examples: list[RejectedRow] = []
     started = time.perf_counter()
-    meter = _Meter(progress, total, resumed_from)
     source = islice(iter(rows()), resumed_from, None)
     work = _Job(prepare, predict, id_column, tuple(reject_header), reject_fields)
     with output.open("ab") as out, rejects.open("ab") as bad, runner.session(work) as start:
+        meter = _Meter(progress, total, resumed_from)  # after the session: a forked pool starts before its thread
         for records, (good_rows, bad_rows) in _in_order(source, chunk_size, start, window=2 * runner.workers + 1):
             out.write(_csv_bytes(good_rows))
             bad.write(_csv_bytes([[r.row, *r.fields, r.reason] for r in bad_rows]))

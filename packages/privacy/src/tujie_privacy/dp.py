@@ -5,18 +5,32 @@
 >>> Trainer(plugins=[DPSGD(epsilon=3)]).fit(task, loader)           # Python         # doctest: +SKIP
 
 What it does, on Opacus: Poisson sampling of every logical batch (the data's ``batch_size`` is its expected
-size), per-sample gradient clipping to ``max_grad_norm`` (ghost clipping by default: no per-sample gradient is
-stored for linear and embedding layers), Gaussian noise of ``noise_multiplier × max_grad_norm`` once per logical
-batch, and a privacy accountant (PRV by default, RDP or GDP). ``epsilon`` alone finds the noise for the planned
-steps; ``noise_multiplier`` fixes it (with ``epsilon`` as a budget, or none). The run stops before a step would
-spend more than ``epsilon``; ε after every epoch goes to the metrics log as ``dp/epsilon``; checkpoints carry the
-accountant, so a resumed run continues it. Memory: ``trainer.micro_batch_size`` cuts each logical batch into
-physical ones (clipped one by one, noised once), so the privacy batch is not capped by memory.
+size), per-sample gradient clipping to ``max_grad_norm`` (see ``clipping`` below), Gaussian noise of
+``noise_multiplier × max_grad_norm`` once per logical batch, and a privacy accountant (PRV by default, RDP or GDP).
+``epsilon`` alone finds the noise for the planned steps; ``noise_multiplier`` fixes it (with ``epsilon`` as a
+budget, or none). The run stops before a step would spend more than ``epsilon``; ε after every epoch goes to the
+metrics log as ``dp/epsilon``; checkpoints carry the accountant, so a resumed run continues it. Memory:
+``trainer.micro_batch_size`` cuts each logical batch into physical ones (clipped one by one, noised once), so the
+privacy batch is not capped by memory.
+
+Per-sample gradients (``clipping``): ``ghost`` (Opacus' ghost clipping: no per-sample gradient is stored for linear
+and embedding layers) and ``hooks`` (Opacus' per-sample gradient hooks) take row ``i`` of every layer's input to be
+sample ``i``; ``loop`` makes no such assumption: one backward pass per sample of the task's per-sample losses, each
+sample's gradient written into ``p.grad_sample`` for Opacus' clipping, noise and accounting, on the plain model (no
+hooks, so functional layers such as ``F.embedding_bag`` count too). It is exact for any model whose samples do not
+share a batch row, graphs above all (a PyG batch: a sample is a graph, the layers' rows are its atoms or edges),
+and costs about one backward pass per sample per batch: fine for small GNNs (a D-MPNN on molecule batches of 50),
+slow for big models. It assumes what every per-sample method assumes: a sample's loss depends on that sample only.
+``auto`` (the default) takes ``loop`` for graph batches (a collated first sample with an integer ``num_graphs``,
+as a torch-geometric ``Batch`` has) and ``ghost`` for the rest; ``hooks`` or ``ghost`` asked for on graph batches
+is refused, since it would clip per atom or edge, not per graph, and bound nothing. Poisson sampling of graph
+batches draws an empty batch as a graph batch of no graphs (the structure of the data's batches, no rows): the
+Trainer runs no forward pass for it, and the step (noise only) counts in the accountant, as in Opacus.
 
 Refused, with the reason: several processes, gradient accumulation (use ``data.batch_size`` for the logical
 batch and ``trainer.micro_batch_size`` for memory), mixed precision, models with a layer Opacus cannot compute
-per-sample gradients for. BatchNorm (and other layers with a known private replacement) is replaced before
-training: ``BatchNorm → GroupNorm``, named in the report.
+per-sample gradients for (hooks and ghost; loop needs no per-layer support). BatchNorm (and other layers with a
+known private replacement) is replaced before training: ``BatchNorm → GroupNorm``, named in the report.
 
 Caveat: sampling and noise come from seeded generators, so a run is reproducible and resumes exactly; Opacus'
 ``secure_mode`` (a cryptographically secure generator) is the option for a deployment where the seed could leak.
@@ -24,9 +38,11 @@ Caveat: sampling and noise come from seeded generators, so a run is reproducible
 
 from __future__ import annotations
 
+import copy
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -45,6 +61,7 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader, IterableDataset
 
 from tujie_core import PLUGINS, ConfigError, Plugin
+from tujie_core.checkpoint import rng_state, set_rng_state
 from tujie_core.registry import format_validation_error
 
 if TYPE_CHECKING:
@@ -65,8 +82,10 @@ class DPConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0, description="per-sample clipping norm C")
     accountant: Literal["prv", "rdp", "gdp"] = "prv"
     poisson_sampling: bool = True
-    clipping: Literal["ghost", "hooks"] = Field(
-        "ghost", description="ghost: per-sample norms without per-sample gradients; hooks: Opacus' classic"
+    clipping: Literal["auto", "ghost", "hooks", "loop"] = Field(
+        "auto",
+        description="ghost: per-sample norms without per-sample gradients; hooks: Opacus' classic; loop: one "
+        "backward pass per sample (any batch layout, graphs); auto: loop for graph batches, else ghost",
     )
 
     @model_validator(mode="after")
@@ -87,8 +106,15 @@ def epsilon_after(accountant: str, history: list[tuple[float, float, int]], delt
         return 0.0
     if any(sigma == 0 and steps > 0 for sigma, _, steps in history):
         return math.inf  # no noise: no privacy
+    entries = tuple((float(s), float(q), int(k)) for s, q, k in history if k > 0)
+    return _epsilon(accountant, entries, float(delta))
+
+
+@lru_cache(maxsize=256)
+def _epsilon(accountant: str, history: tuple[tuple[float, float, int], ...], delta: float) -> float:
+    """The accountant's ε, once per history (a run asks for it per epoch, in its facts and in its report)."""
     acc = create_accountant(mechanism=accountant)
-    acc.history = [entry for entry in history if entry[2] > 0]
+    acc.history = list(history)
     return float(acc.get_epsilon(delta=delta))
 
 
@@ -133,6 +159,106 @@ def _describe(module: nn.Module) -> str:
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return f"{type(module).__name__}({module.num_features})"
     return type(module).__name__
+
+
+# ---- graph batches: a sample is a graph, a layer's rows are its atoms or edges ---------------------------------
+def is_graph_batch(batch: Any) -> bool:
+    """A batch that holds graphs (a torch-geometric ``Batch``: an integer ``num_graphs``), or a tuple, list or
+    mapping with one: its layers see one row per node or edge, not per sample."""
+    if isinstance(getattr(batch, "num_graphs", None), int) and not isinstance(batch, Tensor):
+        return True
+    if isinstance(batch, Mapping):
+        return any(is_graph_batch(v) for v in batch.values())
+    if isinstance(batch, tuple | list):
+        return any(is_graph_batch(v) for v in batch)
+    return False
+
+
+def empty_batch_like(batch: Any) -> Any:
+    """A batch of no samples with the structure of ``batch`` and none of its values: graph batches with no graphs
+    (every node- and edge-level tensor with no rows, ``ptr = [0]``), tensors with a first dimension of 0, per-sample
+    lists empty. TypeError for anything else (a value that could carry data into an empty batch)."""
+    if isinstance(batch, Tensor):
+        return batch.new_empty((0, *batch.shape[1:]))
+    if is_graph_batch(batch) and hasattr(batch, "__cat_dim__") and callable(getattr(batch, "keys", None)):
+        return _empty_graph_batch(batch)
+    if isinstance(batch, Mapping):
+        return {key: empty_batch_like(value) for key, value in batch.items()}
+    if isinstance(batch, tuple | list):
+        if all(isinstance(v, str) for v in batch):
+            return type(batch)()
+        return type(batch)(empty_batch_like(v) for v in batch)
+    raise TypeError(f"cannot make an empty batch holding a {type(batch).__name__}")
+
+
+def _empty_graph_batch(batch: Any) -> Any:
+    empty = copy.copy(batch)  # torch-geometric copies its storage: ``batch`` is left as it is
+    for key in list(batch.keys()):
+        value = batch[key]
+        if key == "ptr":
+            empty[key] = torch.zeros(1, dtype=value.dtype, device=value.device)
+        elif isinstance(value, Tensor):
+            dim = batch.__cat_dim__(key, value) if value.ndim else 0
+            shape = list(value.shape) or [0]
+            shape[dim] = 0
+            empty[key] = value.new_empty(shape)  # fresh storage: no value of the template survives
+        elif isinstance(value, list | tuple):
+            empty[key] = type(value)()
+        elif isinstance(value, int) and key == "num_nodes":
+            empty[key] = 0
+        else:
+            raise TypeError(f"cannot make an empty graph batch: attribute {key!r} is a {type(value).__name__}")
+    empty._num_graphs = 0
+    for name in ("_slice_dict", "_inc_dict"):  # how to split the batch back into graphs: into none
+        table = getattr(batch, name, None)
+        if isinstance(table, dict):
+            setattr(
+                empty,
+                name,
+                {
+                    key: None if v is None else torch.zeros(1 if name == "_slice_dict" else 0, dtype=v.dtype)
+                    for key, v in table.items()
+                },
+            )
+    if empty.num_graphs != 0:
+        raise TypeError("cannot make an empty graph batch")
+    return empty
+
+
+class WithEmptyBatch:
+    """A collate function for Poisson sampling of batches that Opacus' empty-batch collate cannot rebuild (graphs):
+    the data's own collate for a draw of samples, a copy of ``empty`` (a batch of no samples, see
+    :func:`empty_batch_like`) for an empty draw."""
+
+    def __init__(self, collate: Any, empty: Any) -> None:
+        self.collate, self.empty = collate, empty
+
+    def __call__(self, items: list[Any]) -> Any:
+        return self.collate(items) if len(items) else copy.deepcopy(self.empty)
+
+
+def _probe(dataset: Any, collate: Any) -> Any:
+    """The first sample collated alone (None when that fails: the run shows the error where it always did), with
+    every random generator left as it was (a random transform or collate must not shift the run)."""
+    state = rng_state()
+    try:
+        return collate([dataset[0]])
+    except Exception:
+        return None
+    finally:
+        set_rng_state(state)
+
+
+def _is_graph_sample(dataset: Any) -> bool:
+    """The dataset's samples are torch-geometric graphs (``Data``), told by their class, without importing it."""
+    state = rng_state()
+    try:
+        item = dataset[0]
+    except Exception:
+        return False
+    finally:
+        set_rng_state(state)
+    return any(cls.__module__.startswith("torch_geometric.data") for cls in type(item).__mro__)
 
 
 class _LogicalBatchMixin:
@@ -184,6 +310,11 @@ class _HooksOptimizer(_LogicalBatchMixin, DPOptimizer):
             p.grad = None
 
 
+class _LoopOptimizer(_HooksOptimizer):
+    """Clips the per-sample gradients that :meth:`DPSGD.backward` writes into ``p.grad_sample`` (loop mode) with
+    Opacus' own clipping, noise and scaling."""
+
+
 class _GhostOptimizer(_LogicalBatchMixin, DPOptimizerFastGradientClipping):
     def end_micro_batch(self) -> None:
         for p in self.params:
@@ -201,7 +332,9 @@ class DPSGD(Plugin):
             self.config = DPConfig.model_validate(options)
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, "plugins.dp", DPConfig)) from None
-        self.needs_sample_losses = self.config.clipping == "ghost"
+        self.needs_sample_losses = self.config.clipping != "hooks"  # resolved in wrap (auto: ghost or loop)
+        self.clipping: str = self.config.clipping
+        self.clipping_note = ""
         self.changes: list[str] = []
         self.history: list[tuple[float, float, int]] = []
         self.noise_multiplier = self.config.noise_multiplier
@@ -264,6 +397,9 @@ class DPSGD(Plugin):
         self.sample_rate = q = min(1.0, batch_size / n)
         self.delta = cfg.delta if cfg.delta is not None else default_delta(n)
         self.seed = tc.seed
+        probe = _probe(train_loader.dataset, collate)
+        graphs = _is_graph_sample(train_loader.dataset) or is_graph_batch(probe)
+        self._choose_clipping(graphs)
         if cfg.poisson_sampling:  # the trainer reseeds the generator from (seed, epoch): exact resume
             train_loader = DPDataLoader(
                 train_loader.dataset,
@@ -274,6 +410,12 @@ class DPSGD(Plugin):
                 pin_memory=train_loader.pin_memory,
                 worker_init_fn=train_loader.worker_init_fn,
             )
+            if graphs:  # Opacus' empty batch is built of tensors, dicts and lists only
+                try:
+                    empty = empty_batch_like(probe)
+                except TypeError as exc:
+                    raise ConfigError(f"dp: Poisson sampling can draw an empty batch, and {exc}") from None
+                train_loader.collate_fn = WithEmptyBatch(collate, empty)
         steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
         planned = min(tc.max_steps or math.inf, tc.max_epochs * steps_per_epoch)
         self.planned_steps = int(planned)
@@ -290,11 +432,16 @@ class DPSGD(Plugin):
                 raise ConfigError(f"dp: epsilon={cfg.epsilon}: {exc}") from None
         clip = cfg.max_grad_norm
         try:
-            if cfg.clipping == "ghost":
-                module: nn.Module = GradSampleModuleFastGradientClipping(
+            if self.clipping == "loop":  # the plain model: per-sample gradients come from backward passes
+                module: nn.Module = model
+                dp_optimizer: Optimizer = _LoopOptimizer(
+                    optimizer, noise_multiplier=self.noise_multiplier, max_grad_norm=clip, expected_batch_size=1
+                )
+            elif self.clipping == "ghost":
+                module = GradSampleModuleFastGradientClipping(
                     model, max_grad_norm=clip, use_ghost_clipping=True, loss_reduction="mean"
                 )
-                dp_optimizer: Optimizer = _GhostOptimizer(
+                dp_optimizer = _GhostOptimizer(
                     optimizer, noise_multiplier=self.noise_multiplier, max_grad_norm=clip, expected_batch_size=1
                 )
             else:
@@ -322,13 +469,22 @@ class DPSGD(Plugin):
     ) -> None:
         # per-sample gradients of the micro-batch's own mean loss: the step's weighting does not apply, since the
         # optimizer sums clipped gradients and divides by the expected logical batch size
+        if self.clipping in ("ghost", "loop") and sample_losses is None:
+            other = (
+                "set clipping=hooks"
+                if self.clipping == "ghost"
+                else "give the task per-sample losses (Task.sample_losses)"
+            )
+            raise ConfigError(
+                f"dp: {self.clipping} clipping needs one loss per sample and this task cannot split its loss "
+                f"(class weights?); {other}"
+            )
+        if self.clipping == "loop":
+            self._loop_backward(sample_losses / weight)  # type: ignore[operator]
+            self.optimizer.end_micro_batch()
+            return
         try:
-            if self.config.clipping == "ghost":
-                if sample_losses is None:
-                    raise ConfigError(
-                        "dp: ghost clipping needs one loss per sample and this task cannot split its loss "
-                        "(class weights?); set clipping=hooks"
-                    )
+            if self.clipping == "ghost":
                 DPTensorFastGradientClipping(self.module, self.optimizer, sample_losses / weight, "mean").backward()
             else:
                 backward(loss / weight, sample_losses=sample_losses, weight=1.0)
@@ -352,7 +508,8 @@ class DPSGD(Plugin):
             raise ConfigError(
                 "dp: a trainable layer sees the whole batch at once (one input row for all samples, as BERT's "
                 "position embeddings do), so it has no per-sample gradient; freeze it "
-                "(text classifiers: transfer.freeze_embeddings=true)"
+                "(text classifiers: transfer.freeze_embeddings=true) or set clipping=loop (one backward pass per "
+                "sample: exact, slower)"
             ) from None
 
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -401,7 +558,7 @@ class DPSGD(Plugin):
             f"σ = {f['noise_multiplier']:.4g}, clipping norm C = {f['max_grad_norm']}, sampling rate "
             f"q = {f['sample_rate']:.4g} (expected batch {f['expected_batch_size']} of {f['dataset_size']}), "
             f"{'Poisson sampling' if f['poisson_sampling'] else 'shuffled batches (the ε assumes Poisson sampling)'}, "
-            f"{f['clipping']} clipping."
+            f"{f['clipping']} clipping{self.clipping_note}."
         ]
         if f["target_epsilon"] is not None:
             lines.append(f"Budget: ε ≤ {f['target_epsilon']}.")
@@ -412,6 +569,38 @@ class DPSGD(Plugin):
         return " ".join(lines)
 
     # ---- helpers ------------------------------------------------------------------------------------------------
+    def _choose_clipping(self, graphs: bool) -> None:
+        """``auto``: loop for graph batches, ghost otherwise; hooks or ghost on graph batches: ConfigError (they take
+        every node or edge row for a sample, so the clipping would bound no molecule's contribution)."""
+        asked, self.clipping_note = self.config.clipping, ""
+        if graphs and asked in ("ghost", "hooks"):
+            raise ConfigError(
+                f"dp: clipping={asked} takes each row of a layer's input for a sample, but these batches are graphs "
+                "(a sample is a graph; the rows are its nodes and edges), so it would clip per node or edge and bound "
+                "no sample's contribution; set clipping=loop (one backward pass per graph) or leave it at auto"
+            )
+        self.clipping = asked if asked != "auto" else ("loop" if graphs else "ghost")
+        if asked == "auto" and graphs:
+            self.clipping_note = " (one backward pass per graph: the batches are graphs, a sample is a graph)"
+        elif self.clipping == "loop":
+            self.clipping_note = " (one backward pass per sample)"
+        self.needs_sample_losses = self.clipping in ("ghost", "loop")
+
+    def _loop_backward(self, sample_losses: Tensor) -> None:
+        """Each sample's gradient by its own backward pass, into ``p.grad_sample`` (B, *p.shape): a parameter that a
+        sample does not reach gets zeros for it. B passes through the batch's graph (retained until the last)."""
+        params = self.optimizer.params  # type: ignore[attr-defined]
+        n = len(sample_losses)
+        per_sample = [p.new_zeros((n, *p.shape)) for p in params]
+        for i in range(n):
+            grads = torch.autograd.grad(
+                sample_losses[i], params, retain_graph=i < n - 1, allow_unused=True, materialize_grads=True
+            )
+            for buffer, grad in zip(per_sample, grads, strict=True):
+                buffer[i] = grad
+        for p, buffer in zip(params, per_sample, strict=True):
+            p.grad_sample = buffer
+
     def facts(self) -> dict[str, Any]:
         """The accounting facts of the run (what ``dp.json`` holds)."""
         return {
@@ -428,7 +617,7 @@ class DPSGD(Plugin):
             "steps": self.steps,
             "history": [list(entry) for entry in self.history],
             "poisson_sampling": self.config.poisson_sampling,
-            "clipping": self.config.clipping,
+            "clipping": self.clipping,
             "model_changes": self.changes,
             "budget_stop": self.budget_stop,
             "seed": self.seed,

