@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tujie_core import DATASETS, ClassificationTask, ConfigError, RunConfig, train_from_config
+from tujie_core import DATASETS, Callback, ClassificationTask, ConfigError, RunConfig, train_from_config
 from tujie_core.data import DataSplits
 from tujie_core.run import loaders
 from tujie_core.transfer import head_parameters, load_matching
@@ -84,8 +84,25 @@ def test_a_run_starts_from_another_runs_weights_with_the_backbone_frozen_then_tr
         transfer={"init": str(first.run_dir), "freeze_epochs": 1, "backbone_lr_scale": 0.1},
         trainer={"max_epochs": 2, "progress": "none"},
     )
-    third = load_file(str(train_from_config(unfrozen).run_dir / "model" / "model.safetensors"))
+    seen: list[dict[str, float]] = []
+
+    class LearningRates(Callback):  # what each parameter learns at, epoch by epoch, in the optimizer itself
+        def on_train_epoch_end(self, trainer, metrics):
+            groups = trainer.optimizer.param_groups
+            rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+            model = trainer.model
+            seen.append({n: rate[id(p)] if p.requires_grad else 0.0 for n, p in model.named_parameters()})
+
+    third_run = train_from_config(unfrozen, callbacks=[LearningRates()])
+    third = load_file(str(third_run.run_dir / "model" / "model.safetensors"))
     assert not torch.equal(third["0.weight"], loaded["0.weight"])  # the second epoch trains the backbone
+    frozen_epoch, open_epoch = seen
+    heads = [n for n in frozen_epoch if n.endswith(tuple(head))]
+    assert all(frozen_epoch[n] == 0.0 for n in frozen_epoch if n not in heads)  # epoch 1: the head alone
+    assert all(frozen_epoch[n] > 0 for n in heads)
+    head_lr = open_epoch[heads[0]]
+    backbone = [n for n in open_epoch if n not in heads]
+    assert backbone and all(open_epoch[n] == pytest.approx(0.1 * head_lr) for n in backbone)  # then at 0.1× lr
 
 
 def test_freezing_is_refused_with_plugins(tmp_path: Path) -> None:

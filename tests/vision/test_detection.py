@@ -175,3 +175,70 @@ def test_the_bundled_detection_config_parses() -> None:
     from tujie_vision.cli import bundled_detection_config
 
     assert load_config(bundled_detection_config()).kind == "detection"
+
+
+def _yolo_dataset(root: Path, labels: dict[str, str]) -> Path:
+    """A YOLO dataset of one train and one val image (labels: image stem → label file text) with classes a, b."""
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(root / "images" / split / f"{split}.png")
+        (root / "labels" / split / f"{split}.txt").write_text(labels.get(split, "0 0.5 0.5 0.2 0.2\n"))
+    data = root / "data.yaml"
+    data.write_text(
+        yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val", "names": ["a", "b"]})
+    )
+    return data
+
+
+def test_a_bad_yolo_dataset_fails_naming_the_file_and_line(tmp_path: Path) -> None:
+    from tujie_vision.detection import check_data_yaml
+
+    assert check_data_yaml(_yolo_dataset(tmp_path / "ok", {"train": "1 0.5 0.5 0.2 0.2\n\n"})).is_file()
+    cases = {
+        "class": ({"train": "0 0.5 0.5 0.2 0.2\n2 0.5 0.5 0.1 0.1\n"}, r"train\.txt: line 2: class 2 outside 0\.\.1"),
+        "coords": ({"val": "0 50 40 10 10\n"}, r"val\.txt: line 1: coordinates must be normalised to \[0, 1\]"),
+        "fields": ({"train": "0 0.5 0.5\n"}, r"train\.txt: line 1: expected 'class x_center y_center width height'"),
+        "text": ({"train": "car 0.5 0.5 0.2 0.2\n"}, r"train\.txt: line 1: not numbers"),
+    }
+    for name, (labels, message) in cases.items():
+        with pytest.raises(DataError, match=message):
+            check_data_yaml(_yolo_dataset(tmp_path / name, labels))
+    truncated = _yolo_dataset(tmp_path / "truncated", {})
+    image = tmp_path / "truncated" / "images" / "val" / "val.png"
+    image.write_bytes(image.read_bytes()[:-20])
+    with pytest.raises(DataError, match=r"val\.png: cannot read image"):
+        check_data_yaml(truncated)
+    empty = _yolo_dataset(tmp_path / "empty", {})
+    (tmp_path / "empty" / "images" / "train" / "train.png").unlink()
+    with pytest.raises(DataError, match=r"data\.yaml: train: .*images/train holds no images"):
+        check_data_yaml(empty)
+
+
+def test_detection_trains_through_the_clis_and_is_tuned_like_any_run(tujie, detection_run, tmp_path: Path) -> None:
+    from tujie_core.tune import tune
+
+    data = detection_run.run_dir / "data" / "data.yaml"
+    raw = {
+        "kind": "detection",
+        "name": "det",
+        "output_dir": str(tmp_path / "tune"),
+        "data": {"yaml": str(data)},
+        "epochs": 1,
+        "imgsz": 128,
+        "batch": 4,
+        "tune": {"space": {"lr0": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}, "trials": 2},
+    }
+    result = tune(parse_config(raw))
+    assert (result.n_complete, result.n_failed) == (2, 0) and 0 <= result.best_value <= 1
+    assert 1e-3 <= result.best_params["lr0"] <= 1e-2 and result.best_config.is_file()
+    config = tmp_path / "vehicles.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k != "tune"} | {"output_dir": str(tmp_path)}))
+    trained = tujie("train", str(config), cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    (run,) = (tmp_path / "det").iterdir()
+    assert json.loads((run / "summary.json").read_text())["kind"] == "detection"
+    bad = _yolo_dataset(tmp_path / "bad", {"train": "5 0.5 0.5 0.2 0.2\n"})
+    refused = tujie("vision", "detect", "train", "--data", str(bad), "-s", f"output_dir={tmp_path}", cwd=tmp_path)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "train.txt: line 1: class 5 outside 0..1" in refused.stderr

@@ -95,3 +95,10 @@ def test_gan_cli(tujie, gan_run, tmp_path: Path) -> None:
         "vision", "gan", "train", "--data", str(tmp_path / "nowhere"), "-s", f"output_dir={tmp_path}", cwd=tmp_path
     )
     assert bad.returncode == 2 and "nowhere: no such file or folder" in bad.stderr
+    trained = tujie(
+        "vision", "gan", "train", "--image-size", "8", "--epochs", "1", "-s", "width=8", "-s", f"output_dir={tmp_path}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    (run,) = (tmp_path / "digits-gan").iterdir()
+    assert (run / "model" / "generator.safetensors").is_file() and (run / "plots" / "samples.png").is_file()

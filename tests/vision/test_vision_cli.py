@@ -33,6 +33,9 @@ def test_classify_train_evaluate_predict(tujie, tmp_path: Path, class_folder: Pa
     )
     assert predicted.returncode == 0 and "predicted 30 image(s)" in predicted.stdout
     assert "skipped 1 bad file(s)" in predicted.stderr and "circle/bad.png" in predicted.stderr
+    exported = tujie("vision", "export", str(run), "--output", str(tmp_path / "clf.onnx"), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert "clf.onnx: max |ONNX − PyTorch|" in exported.stdout and (tmp_path / "clf.onnx").is_file()
 
 
 def test_a_timm_model_from_the_command_line(tujie, tmp_path: Path) -> None:

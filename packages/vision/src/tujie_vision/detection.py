@@ -46,7 +46,7 @@ from tujie_core.config import Strict
 from tujie_core.inference import InferenceSummary, module_fingerprint
 from tujie_core.progress import Mode
 from tujie_core.protocols import Detection
-from tujie_vision.data import read_image
+from tujie_vision.data import IMAGE_SUFFIXES, UNREADABLE, opened, read_image
 
 for _key, _value in {"YOLO_OFFLINE": "true", "YOLO_AUTOINSTALL": "false", "YOLO_VERBOSE": "false"}.items():
     os.environ.setdefault(_key, _value)
@@ -177,7 +177,9 @@ def data_yaml(config: DetectionRunConfig, run_dir: Path) -> Path:
 
 
 def check_data_yaml(path: Path) -> Path:
-    """A YOLO data.yaml whose splits exist; DataError naming the file and key otherwise."""
+    """A YOLO data.yaml whose splits exist and hold readable images with well-formed labels; DataError naming the
+    file (and line) otherwise, before ultralytics sees the data (it would skip bad images with a warning, or fail
+    with its own traceback)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such data.yaml")
@@ -187,12 +189,82 @@ def check_data_yaml(path: Path) -> Path:
         raise DataError(f"{path}: invalid YAML ({exc})") from None
     if not isinstance(data, dict) or "train" not in data or "names" not in data:
         raise DataError(f"{path}: a YOLO data.yaml needs 'train', 'val' and 'names'")
+    names = data["names"]
+    if not isinstance(names, list | dict) or not names:
+        raise DataError(f"{path}: names: a list of class names (or a mapping id → name), got {names!r}")
     root = Path(data.get("path") or path.parent)
     root = root if root.is_absolute() else path.parent / root
     for key in ("train", "val", "test"):
-        if key in data and data[key] and not (root / str(data[key])).exists():
-            raise DataError(f"{path}: {key}: {root / str(data[key])} does not exist")
+        for source in _as_list(data.get(key)):
+            images = _split_images(path, key, root / str(source))
+            for image in images:
+                _check_image(image)
+                _check_labels(_label_of(image), len(names))
     return path
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [] if not value else list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _split_images(data_file: Path, key: str, source: Path) -> list[Path]:
+    """A split's images: a folder (searched recursively) or a text file with one image path a line."""
+    if not source.exists():
+        raise DataError(f"{data_file}: {key}: {source} does not exist")
+    if source.is_dir():
+        images = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    else:
+        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+        images = [p if p.is_absolute() else source.parent / p for p in map(Path, lines)]
+    if not images:
+        raise DataError(f"{data_file}: {key}: {source} holds no images ({', '.join(IMAGE_SUFFIXES[:4])}, …)")
+    return images
+
+
+def _check_image(image: Path) -> None:
+    """Readable, and not truncated: PIL's verify (chunk checksums for PNG) and the JPEG end marker, as ultralytics
+    checks, without decoding the pixels."""
+    with opened(image) as handle:
+        try:
+            handle.verify()
+        except UNREADABLE as exc:
+            raise DataError(f"{image}: cannot read image ({str(exc).splitlines()[0] or type(exc).__name__})") from None
+        jpeg = handle.format == "JPEG"
+    if jpeg:
+        with image.open("rb") as raw:
+            raw.seek(-2, os.SEEK_END)
+            if raw.read() != b"\xff\xd9":
+                raise DataError(f"{image}: cannot read image (truncated JPEG: no end marker)")
+
+
+def _label_of(image: Path) -> Path:
+    """YOLO's rule: the last ``images`` folder of the path becomes ``labels``, the suffix ``.txt``."""
+    parts = list(image.parts)
+    if "images" in parts:
+        parts[len(parts) - 1 - parts[::-1].index("images")] = "labels"
+    return Path(*parts).with_suffix(".txt")
+
+
+def _check_labels(labels: Path, classes: int) -> None:
+    """Each line ``class x_center y_center width height`` (or ``class x1 y1 x2 y2 …``, a polygon) with a class id
+    in ``[0, classes)`` and coordinates normalised to [0, 1]; no file is an image without objects."""
+    if not labels.is_file():
+        return
+    for number, line in enumerate(labels.read_text(encoding="utf-8").splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{labels}: line {number}"
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            raise DataError(f"{where}: not numbers ({line.strip()!r})") from None
+        if len(values) < 5 or (len(values) > 5 and len(values) % 2 == 0):
+            raise DataError(f"{where}: expected 'class x_center y_center width height' (or a polygon), got {line!r}")
+        if not values[0].is_integer() or not 0 <= values[0] < classes:
+            raise DataError(f"{where}: class {fields[0]} outside 0..{classes - 1} (the names in data.yaml)")
+        if not all(0.0 <= v <= 1.0 for v in values[1:]):
+            raise DataError(f"{where}: coordinates must be normalised to [0, 1], got {' '.join(fields[1:])}")
 
 
 class _Loop:
