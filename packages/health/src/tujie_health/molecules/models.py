@@ -7,7 +7,10 @@
 Every model embeds the category codes of :mod:`~tujie_health.molecules.featurize` (one embedding per feature,
 summed: a linear layer on the one-hot vector), passes messages, pools atoms into a molecule vector and maps it to
 the outputs through a feed-forward head; a regression model ends in the training targets' inverse standardisation,
-so it predicts in the target's own unit. :meth:`MoleculeNet.atom_attributions` gives gradient × input per atom, for
+so it predicts in the target's own unit. With ``mol_features`` (molecule-level descriptors from the data, see
+``mol_features`` in the ``molecules`` dataset) the head reads them beside the molecule vector, each mapped through
+its training-set quantiles to [-1, 1] (chemprop's CDF normalisation, robust to RDKit's heavy-tailed descriptors).
+:meth:`MoleculeNet.atom_attributions` gives gradient × input per atom, for
 the pictures of top hits.
 """
 
@@ -45,6 +48,33 @@ def _pool(h: Tensor, batch: Tensor, size: int, how: Pooling) -> Tensor:
     return scatter(h, batch, 0, size, how)
 
 
+class QuantileScale(nn.Module):
+    """Each column through its empirical CDF: ``quantiles`` (D, K) are the training values at K evenly spaced
+    levels; a value maps piecewise-linearly to its level in [-1, 1] (below the lowest: -1, above the highest: 1; a
+    value several levels share: their middle), NaN (a descriptor that could not be computed) to 0, the median."""
+
+    def __init__(self, quantiles: list[list[float]]) -> None:
+        super().__init__()
+        q = torch.tensor(quantiles, dtype=torch.float32)
+        if q.ndim != 2 or q.shape[1] < 2:
+            raise ValueError(f"feature_quantiles: a (features, levels ≥ 2) table, got shape {tuple(q.shape)}")
+        self.register_buffer("quantiles", torch.nan_to_num(q).cummax(1).values)  # non-decreasing per column
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, levels = self.quantiles, self.quantiles.shape[1]
+        values = x.t().contiguous().to(q.dtype)  # (D, B)
+        missing = torch.isnan(values)
+        values = torch.where(missing, q[:, levels // 2 : levels // 2 + 1], values)
+        first = torch.searchsorted(q, values)  # the first level ≥ the value
+        after = torch.searchsorted(q, values, right=True)  # the first level > the value
+        upper = after.clamp(1, levels - 1)
+        low, high = q.gather(1, upper - 1), q.gather(1, upper)
+        step = torch.where(high > low, (values - low) / (high - low).clamp_min(1e-12), torch.zeros_like(values))
+        level = torch.where(after > first, (first + after - 1) / 2, upper - 1 + step.clamp(0, 1))  # ties: mid-rank
+        level = torch.where(values < q[:, :1], 0.0, torch.where(values > q[:, -1:], levels - 1.0, level))
+        return torch.where(missing, 0.0, 2 * level / (levels - 1) - 1).t()
+
+
 def _head(dim: int, hidden: int, layers: int, outputs: int, dropout: float) -> nn.Sequential:
     parts: list[nn.Module] = []
     for _ in range(layers):
@@ -65,11 +95,18 @@ class MoleculeNet(nn.Module):
         dropout: float,
         target_mean: list[float] | None,
         target_std: list[float] | None,
+        mol_features: int = 0,
+        feature_quantiles: list[list[float]] | None = None,
         embed_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.atom_embedding = CategoryEmbedding(ATOM_FEATURES, embed_dim or hidden)
-        self.head = _head(hidden, ffn_hidden, ffn_layers, num_outputs, dropout)
+        self.head = _head(hidden + mol_features, ffn_hidden, ffn_layers, num_outputs, dropout)
+        if mol_features and feature_quantiles is None:
+            feature_quantiles = [[0.0, 1.0]] * mol_features  # placeholders: a saved model's buffer replaces them
+        if mol_features and len(feature_quantiles or []) != mol_features:
+            raise ValueError(f"feature_quantiles: one row per molecule feature ({mol_features})")
+        self.features = QuantileScale(feature_quantiles) if mol_features else None  # type: ignore[arg-type]
         if (target_mean is None) != (target_std is None):
             raise ValueError("give both target_mean and target_std, or neither")
         self.scale = Standardize(target_mean, target_std, inverse=True) if target_mean is not None else nn.Identity()
@@ -79,12 +116,21 @@ class MoleculeNet(nn.Module):
         raise NotImplementedError
 
     def forward(self, batch: Any) -> Tensor:
-        return self.scale(self.head(self.encode(self.atom_embedding(batch.x), batch)))
+        return self._readout(self.atom_embedding(batch.x), batch)
+
+    def _readout(self, atoms: Tensor, batch: Any) -> Tensor:
+        molecule = self.encode(atoms, batch)
+        if self.features is not None:
+            extra = getattr(batch, "mol_features", None)
+            if extra is None:
+                raise ValueError("this model reads molecule features (mol_features) and the batch has none")
+            molecule = torch.cat([molecule, self.features(extra)], 1)
+        return self.scale(self.head(molecule))
 
     def atom_attributions(self, batch: Any, output: int = 0) -> Tensor:
         """Gradient × input of output ``output`` on each atom's embedding, summed over its dimensions (num_atoms,)."""
         atoms = self.atom_embedding(batch.x).detach().requires_grad_(True)
-        result = self.scale(self.head(self.encode(atoms, batch)))
+        result = self._readout(atoms, batch)
         (grad,) = torch.autograd.grad(result[:, output].sum(), atoms)
         return (grad * atoms).sum(-1).detach()
 
@@ -105,8 +151,20 @@ class DMPNN(MoleculeNet):
         ffn_layers: int = 1,
         target_mean: list[float] | None = None,
         target_std: list[float] | None = None,
+        mol_features: int = 0,
+        feature_quantiles: list[list[float]] | None = None,
     ) -> None:
-        super().__init__(hidden, num_outputs, ffn_hidden, ffn_layers, dropout, target_mean, target_std)
+        super().__init__(
+            hidden,
+            num_outputs,
+            ffn_hidden,
+            ffn_layers,
+            dropout,
+            target_mean,
+            target_std,
+            mol_features,
+            feature_quantiles,
+        )
         if depth < 1:
             raise ValueError(f"depth must be ≥ 1, got {depth}")
         self.depth, self.pooling = depth, pooling
@@ -145,10 +203,22 @@ class GIN(MoleculeNet):
         ffn_layers: int = 1,
         target_mean: list[float] | None = None,
         target_std: list[float] | None = None,
+        mol_features: int = 0,
+        feature_quantiles: list[list[float]] | None = None,
     ) -> None:
         from torch_geometric.nn import GINEConv
 
-        super().__init__(hidden, num_outputs, ffn_hidden, ffn_layers, dropout, target_mean, target_std)
+        super().__init__(
+            hidden,
+            num_outputs,
+            ffn_hidden,
+            ffn_layers,
+            dropout,
+            target_mean,
+            target_std,
+            mol_features,
+            feature_quantiles,
+        )
         self.pooling = pooling
         self.bond_embeddings = nn.ModuleList(CategoryEmbedding(BOND_FEATURES, hidden) for _ in range(layers))
         self.convs = nn.ModuleList(
@@ -179,10 +249,22 @@ class AttentiveFPNet(MoleculeNet):
         ffn_layers: int = 1,
         target_mean: list[float] | None = None,
         target_std: list[float] | None = None,
+        mol_features: int = 0,
+        feature_quantiles: list[list[float]] | None = None,
     ) -> None:
         from torch_geometric.nn.models import AttentiveFP
 
-        super().__init__(hidden, num_outputs, ffn_hidden, ffn_layers, dropout, target_mean, target_std)
+        super().__init__(
+            hidden,
+            num_outputs,
+            ffn_hidden,
+            ffn_layers,
+            dropout,
+            target_mean,
+            target_std,
+            mol_features,
+            feature_quantiles,
+        )
         self.bond_embedding = CategoryEmbedding(BOND_FEATURES, hidden)
         self.net = AttentiveFP(hidden, hidden, hidden, hidden, layers, timesteps, dropout)
 

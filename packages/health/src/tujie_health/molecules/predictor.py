@@ -23,7 +23,14 @@ from torch import Tensor, nn
 
 from tujie_core import DataError, load_pretrained
 from tujie_health.molecules.data import FEATURIZER
-from tujie_health.molecules.featurize import MolGraph, mol_graphs, parse_smiles, standardize
+from tujie_health.molecules.featurize import (
+    MolFeatures,
+    MolGraph,
+    descriptor_names,
+    featurize_mols,
+    parse_smiles,
+    standardize,
+)
 
 CONFIG_NAME = "config.json"
 ENSEMBLE_NAME = "ensemble.json"
@@ -39,6 +46,7 @@ class GraphBatch:
     edge_attr: Tensor
     batch: Tensor
     num_graphs: int
+    mol_features: Tensor | None = None
 
     @classmethod
     def of(cls, graphs: Sequence[MolGraph]) -> GraphBatch:
@@ -52,6 +60,7 @@ class GraphBatch:
             torch.from_numpy(np.concatenate([g.bonds for g in graphs]).astype(np.int64)),
             torch.from_numpy(np.repeat(np.arange(len(graphs)), counts)),
             len(graphs),
+            None if graphs[0].features is None else torch.from_numpy(np.stack([g.features for g in graphs])),
         )
 
 
@@ -95,6 +104,9 @@ class MoleculeModel:
         self.kind: str = spec["kind"]
         self.targets: list[str] = list(spec["targets"])
         self.standardized: bool = bool(spec["featurizer"]["standardize"])
+        self.mol_features: MolFeatures = spec["featurizer"].get("mol_features", "none")
+        if self.mol_features == "rdkit2d" and spec["featurizer"]["descriptors"] != descriptor_names():
+            raise DataError(f"{where}: trained on another RDKit's descriptor list; retrain with this RDKit")
 
     @classmethod
     def load(cls, path: str | Path) -> MoleculeModel:
@@ -122,7 +134,7 @@ class MoleculeModel:
                 continue
             mols.append(standardize(mol) if self.standardized else mol)
             index.append(i)
-        return index, mol_graphs(mols), rejected
+        return index, featurize_mols(mols, self.mol_features), rejected
 
     # ---- prediction ----------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -163,7 +175,7 @@ class MoleculeModel:
         """Gradient × input per heavy atom (RDKit atom order of the input SMILES) for one output, averaged over the
         members: positive atoms raise the prediction (on the logit scale for classifiers)."""
         mol = parse_smiles(smiles)
-        graph = mol_graphs([standardize(mol) if self.standardized else mol])[0]
+        graph = featurize_mols([standardize(mol) if self.standardized else mol], self.mol_features)[0]
         if graph.num_atoms != mol.GetNumAtoms():
             raise DataError(f"'{smiles}': standardisation changed the atoms; attributions need standardize off")
         batch = GraphBatch.of([graph])

@@ -35,7 +35,7 @@ from tujie_core import DataError
 from tujie_core.inference import Backend, LocalBackend, Rejected, file_fingerprint, module_fingerprint, predict_stream
 from tujie_core.progress import Mode
 from tujie_health.molecules.data import iter_library, library_header
-from tujie_health.molecules.featurize import MolGraph, mol_graphs, parse_smiles, standardize
+from tujie_health.molecules.featurize import MolFeatures, MolGraph, featurize_mols, parse_smiles, standardize
 from tujie_health.molecules.predictor import MoleculeModel
 
 SORT_RUN_ROWS = 200_000  # rows sorted in memory at a time (≈ 60 MB); longer libraries merge runs from disk
@@ -59,7 +59,9 @@ class ScreenSummary:
         return (self.rows - self.resumed_from) / self.seconds if self.seconds > 0 else 0.0
 
 
-def prepare_smiles(standardized: bool, records: list[str]) -> list[MolGraph | Rejected]:
+def prepare_smiles(
+    standardized: bool, records: list[str], mol_features: MolFeatures = "none"
+) -> list[MolGraph | Rejected]:
     """SMILES → graphs (a :class:`Rejected` with the reason for an invalid one); module-level so it pickles."""
     mols: list[Any] = []
     out: list[MolGraph | Rejected | None] = []
@@ -71,7 +73,7 @@ def prepare_smiles(standardized: bool, records: list[str]) -> list[MolGraph | Re
             continue
         mols.append(standardize(mol) if standardized else mol)
         out.append(None)
-    graphs = iter(mol_graphs(mols))
+    graphs = iter(featurize_mols(mols, mol_features))
     return [next(graphs) if item is None else item for item in out]
 
 
@@ -144,7 +146,7 @@ def screen(
             Scorer(model, column),
             work,
             header=["score", "uncertainty", "smiles", *extra],
-            prepare=functools.partial(prepare_smiles, model.standardized),
+            prepare=functools.partial(prepare_smiles, model.standardized, mol_features=model.mol_features),
             reject_header=["smiles"],
             reject_fields=_smiles_of,
             chunk_size=chunk_size,
