@@ -104,6 +104,31 @@ def test_a_broken_entry_point_is_reported_and_the_rest_still_load(monkeypatch: p
         registry.get("broken")
 
 
+def test_looking_up_one_name_loads_only_its_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+    from importlib.metadata import EntryPoint
+
+    from tujie_core import registry as registry_module
+
+    points = [
+        EntryPoint("broken", "tujie_no_such_package.models:thing", "tujie.widgets"),  # as a slow import would be
+        EntryPoint("sqrt", "math:sqrt", "tujie.widgets"),
+        EntryPoint("fn", "functools:partial", "tujie.widgets"),
+    ]
+    monkeypatch.setattr(registry_module.metadata, "entry_points", lambda group: points)
+    registry: Registry = Registry("widgets")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the broken entry point is never touched
+        assert registry.get("sqrt")(9.0) == 3.0
+    assert registry.broken == {} and set(registry._entries) == {"sqrt"}
+    with (
+        pytest.warns(UserWarning, match="skipping widgets 'broken'"),
+        pytest.raises(ConfigError, match="'nope' is not in the widgets registry"),
+    ):
+        registry.get("nope")  # an unknown name loads them all, for the list of choices
+    assert registry.names() == ["fn", "sqrt"]
+
+
 def test_a_name_clash_names_both_owners(monkeypatch: pytest.MonkeyPatch) -> None:
     from importlib.metadata import EntryPoint
 

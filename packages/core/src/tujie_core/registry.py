@@ -38,6 +38,7 @@ class Registry(Generic[T]):
         self._namespaces: dict[str, Callable[..., Any]] = {}
         self._entry_points_loaded = False
         self.broken: dict[str, str] = {}  # entry-point name → why it failed to load
+        self._tried: set[tuple[str, str]] = set()  # entry points loaded (or failed) already
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         """Decorator: ``@MODELS.register()`` registers under the function's name, or ``name``."""
@@ -89,21 +90,35 @@ class Registry(Generic[T]):
         if self._entry_points_loaded:
             return
         for ep in metadata.entry_points(group=self.entry_point_group):
-            try:
-                obj = ep.load()
-            except Exception as exc:
-                package = ep.dist.name if ep.dist is not None else ep.module
-                self.broken[ep.name] = f"{package}: {type(exc).__name__}: {exc}"
-                warnings.warn(
-                    f"tujie: skipping {self.kind} '{ep.name}' from {package} ({type(exc).__name__}: {exc})",
-                    stacklevel=2,
-                )
-                continue
-            if getattr(obj, "tujie_namespace", False):
-                self.register_namespace(ep.name)(obj)
-            elif callable(obj):
-                self._add(ep.name, obj)
+            self._load_one(ep)
         self._entry_points_loaded = True  # only now: a failure above must not hide the entries after it
+
+    def _load_named(self, name: str) -> None:
+        """Load only the entry points that can serve ``name`` (its own, or its namespace's): looking up one model
+        need not import every domain package (health's imaging models import MONAI, seconds)."""
+        if not self._entry_points_loaded:
+            wanted = {name, name.partition("/")[0]}
+            for ep in metadata.entry_points(group=self.entry_point_group):
+                if ep.name in wanted:
+                    self._load_one(ep)
+
+    def _load_one(self, ep: metadata.EntryPoint) -> None:
+        if (ep.name, ep.value) in self._tried:
+            return
+        self._tried.add((ep.name, ep.value))
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            package = ep.dist.name if ep.dist is not None else ep.module
+            self.broken[ep.name] = f"{package}: {type(exc).__name__}: {exc}"
+            warnings.warn(
+                f"tujie: skipping {self.kind} '{ep.name}' from {package} ({type(exc).__name__}: {exc})", stacklevel=3
+            )
+            return
+        if getattr(obj, "tujie_namespace", False):
+            self.register_namespace(ep.name)(obj)
+        elif callable(obj):
+            self._add(ep.name, obj)
 
     def names(self) -> list[str]:
         self._load_entry_points()
@@ -116,7 +131,9 @@ class Registry(Generic[T]):
         return iter(self.names())
 
     def get(self, name: str) -> T:
-        if name not in self._entries:
+        if name not in self._entries and self._from_namespace(name) is None:
+            self._load_named(name)
+        if name not in self._entries and self._from_namespace(name) is None:
             self._load_entry_points()
         if name not in self._entries and (served := self._from_namespace(name)) is not None:
             return served
