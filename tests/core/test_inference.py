@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+import torch
 
 from tujie_core import ConfigError, DataError
 from tujie_core.inference import (
@@ -251,6 +253,28 @@ def test_processes_and_dask_write_the_bytes_of_threads(tmp_path: Path) -> None:
         assert summary.rejects.read_bytes() == expected.rejects.read_bytes()
         assert summary.examples == expected.examples
     assert local.workers == 2
+
+
+def where_predicted(items):
+    return [[x, os.getpid(), torch.get_num_threads()] for x in items]
+
+
+def test_whole_chunks_run_in_the_worker_processes(tmp_path: Path) -> None:
+    for method in ("fork", "forkserver"):
+        summary = predict_stream(
+            numbers(40),
+            where_predicted,
+            tmp_path / f"{method}.csv",
+            header=["x", "pid", "threads"],
+            chunk_size=5,
+            backend=LocalBackend(2, processes=True, predict_in_workers=True, start_method=method),
+            progress="none",
+        )
+        rows = read_rows(summary.output)[1:]
+        assert [int(r[1]) for r in rows] == list(range(40))
+        pids = {int(r[2]) for r in rows}
+        assert os.getpid() not in pids and 1 <= len(pids) <= 2  # predicted in the pool, not on this thread
+        assert {r[3] for r in rows} == {"1"}  # one torch thread per worker
 
 
 def test_process_options_are_refused_on_a_thread_pool() -> None:

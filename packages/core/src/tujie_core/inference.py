@@ -220,16 +220,17 @@ class LocalBackend(Backend):
         pool: Executor
         if self.processes:
             shipped = job if self.predict_in_workers else job.prepare  # to each process once, not with every chunk
+            context = self._context()
             try:
-                pickle.dumps(shipped)
-            except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                if context.get_start_method() != "fork":  # a forked worker inherits it; the others unpickle it
+                    pickle.dumps(shipped)
+            except Exception as exc:  # PicklingError, AttributeError, TypeError, torch's RuntimeError…
                 what = "prepare and predict" if self.predict_in_workers else "prepare"
                 raise ConfigError(
                     f"backend 'processes' pickles {what} by reference: make each a module-level function (or a "
                     f"functools.partial of one, or an instance of a module-level class), not a lambda or a nested "
                     f"function ({exc})"
                 ) from None
-            context = self._context()
             pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_ship, initargs=(shipped,))
             if context.get_start_method() == "fork":
                 pool.submit(int).result()  # a fork pool starts all its workers at the first task: now, before threads

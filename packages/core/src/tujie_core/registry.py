@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
@@ -39,6 +40,7 @@ class Registry(Generic[T]):
         self._entry_points_loaded = False
         self.broken: dict[str, str] = {}  # entry-point name → why it failed to load
         self._tried: set[tuple[str, str]] = set()  # entry points loaded (or failed) already
+        self._loading = threading.RLock()  # one thread loads entry points; the others wait for what it registers
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         """Decorator: ``@MODELS.register()`` registers under the function's name, or ``name``."""
@@ -87,20 +89,22 @@ class Registry(Generic[T]):
     def _load_entry_points(self) -> None:
         """Load the group's entry points once; a broken one is reported with its package and skipped, so the
         others still load."""
-        if self._entry_points_loaded:
-            return
-        for ep in metadata.entry_points(group=self.entry_point_group):
-            self._load_one(ep)
-        self._entry_points_loaded = True  # only now: a failure above must not hide the entries after it
+        with self._loading:
+            if self._entry_points_loaded:
+                return
+            for ep in metadata.entry_points(group=self.entry_point_group):
+                self._load_one(ep)
+            self._entry_points_loaded = True  # only now: a failure above must not hide the entries after it
 
     def _load_named(self, name: str) -> None:
         """Load only the entry points that can serve ``name`` (its own, or its namespace's): looking up one model
         need not import every domain package (health's imaging models import MONAI, seconds)."""
-        if not self._entry_points_loaded:
-            wanted = {name, name.partition("/")[0]}
-            for ep in metadata.entry_points(group=self.entry_point_group):
-                if ep.name in wanted:
-                    self._load_one(ep)
+        with self._loading:
+            if not self._entry_points_loaded:
+                wanted = {name, name.partition("/")[0]}
+                for ep in metadata.entry_points(group=self.entry_point_group):
+                    if ep.name in wanted:
+                        self._load_one(ep)
 
     def _load_one(self, ep: metadata.EntryPoint) -> None:
         if (ep.name, ep.value) in self._tried:

@@ -65,6 +65,8 @@ def opened(path: Path) -> Iterator[Image.Image]:
                 yield image
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file") from None
+    except DataError:
+        raise  # raised inside the block, already naming the file
     except UNREADABLE as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: cannot read image ({reason})") from None

@@ -46,7 +46,7 @@ from tujie_core.config import Strict
 from tujie_core.inference import InferenceSummary, module_fingerprint
 from tujie_core.progress import Mode
 from tujie_core.protocols import Detection
-from tujie_vision.data import IMAGE_SUFFIXES, UNREADABLE, opened, read_image
+from tujie_vision.data import UNREADABLE, opened, read_image
 
 for _key, _value in {"YOLO_OFFLINE": "true", "YOLO_AUTOINSTALL": "false", "YOLO_VERBOSE": "false"}.items():
     os.environ.setdefault(_key, _value)
@@ -179,12 +179,13 @@ def data_yaml(config: DetectionRunConfig, run_dir: Path) -> Path:
 def check_data_yaml(path: Path) -> Path:
     """A YOLO data.yaml whose splits exist and hold readable images with well-formed labels; DataError naming the
     file (and line) otherwise, before ultralytics sees the data (it would skip bad images with a warning, or fail
-    with its own traceback)."""
+    with its own traceback). Paths resolve as ultralytics resolves them; its tolerances apply (coordinates within
+    [-0.01, 1.01]). A dataset already checked in this process, unchanged since, is not read again (tuning trials)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such data.yaml")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(_read_text(path))
     except yaml.YAMLError as exc:
         raise DataError(f"{path}: invalid YAML ({exc})") from None
     if not isinstance(data, dict) or "train" not in data or "names" not in data:
@@ -192,38 +193,70 @@ def check_data_yaml(path: Path) -> Path:
     names = data["names"]
     if not isinstance(names, list | dict) or not names:
         raise DataError(f"{path}: names: a list of class names (or a mapping id → name), got {names!r}")
-    root = Path(data.get("path") or path.parent)
-    root = root if root.is_absolute() else path.parent / root
-    for key in ("train", "val", "test"):
-        for source in _as_list(data.get(key)):
-            images = _split_images(path, key, root / str(source))
-            for image in images:
-                _check_image(image)
-                _check_labels(_label_of(image), len(names))
+    root = Path(data["path"]) if data.get("path") else path.parent  # ultralytics: a relative path from the cwd
+    if not root.is_dir():
+        raise DataError(f"{path}: path: {root} is not a folder (a relative path is taken from the working directory)")
+    ultralytics()  # the offline settings first
+    from ultralytics.data.utils import IMG_FORMATS
+
+    formats = {f".{suffix}" for suffix in IMG_FORMATS}
+    splits = [
+        (key, _split_images(path, key, (root / str(source)).resolve(), formats))
+        for key in ("train", "val", "test")
+        for source in _as_list(data.get(key))
+    ]
+    signature = hash(tuple(_stat(f) for _, images in splits for image in images for f in (image, _label_of(image))))
+    if _CHECKED.get(path.resolve()) == signature:
+        return path
+    for _, images in splits:
+        for image in images:
+            _check_image(image)
+            _check_labels(_label_of(image), len(names))
+    _CHECKED[path.resolve()] = signature
     return path
+
+
+_CHECKED: dict[Path, int] = {}  # data.yaml → the signature of the files it was last found good with
+
+
+def _stat(path: Path) -> tuple[str, int, int]:
+    try:
+        info = path.stat()
+    except OSError:
+        return str(path), -1, -1
+    return str(path), info.st_size, info.st_mtime_ns
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark, as some Windows tools write, is fine
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def _as_list(value: Any) -> list[Any]:
     return [] if not value else list(value) if isinstance(value, list | tuple) else [value]
 
 
-def _split_images(data_file: Path, key: str, source: Path) -> list[Path]:
-    """A split's images: a folder (searched recursively) or a text file with one image path a line."""
+def _split_images(data_file: Path, key: str, source: Path, formats: set[str]) -> list[Path]:
+    """A split's images (ultralytics' image formats): a folder, searched recursively, or a text file with one image
+    path a line (relative to the file's folder)."""
     if not source.exists():
         raise DataError(f"{data_file}: {key}: {source} does not exist")
     if source.is_dir():
-        images = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        images = sorted(p for p in source.rglob("*") if p.suffix.lower() in formats and p.is_file())
     else:
-        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line.strip() for line in _read_text(source).splitlines() if line.strip()]
         images = [p if p.is_absolute() else source.parent / p for p in map(Path, lines)]
+        images = [p for p in images if p.suffix.lower() in formats]
     if not images:
-        raise DataError(f"{data_file}: {key}: {source} holds no images ({', '.join(IMAGE_SUFFIXES[:4])}, …)")
+        raise DataError(f"{data_file}: {key}: {source} holds no images ({', '.join(sorted(formats))})")
     return images
 
 
 def _check_image(image: Path) -> None:
-    """Readable, and not truncated: PIL's verify (chunk checksums for PNG) and the JPEG end marker, as ultralytics
-    checks, without decoding the pixels."""
+    """Readable, and not truncated: PIL's verify (chunk checksums for PNG); a JPEG without its end marker is decoded
+    whole and refused only if that fails (bytes after the marker are harmless, as ultralytics finds)."""
     with opened(image) as handle:
         try:
             handle.verify()
@@ -233,12 +266,14 @@ def _check_image(image: Path) -> None:
     if jpeg:
         with image.open("rb") as raw:
             raw.seek(-2, os.SEEK_END)
-            if raw.read() != b"\xff\xd9":
-                raise DataError(f"{image}: cannot read image (truncated JPEG: no end marker)")
+            ends_well = raw.read() == b"\xff\xd9"
+        if not ends_well:
+            read_image(image, 3)  # DataError naming the file when the data is really cut short
 
 
 def _label_of(image: Path) -> Path:
-    """YOLO's rule: the last ``images`` folder of the path becomes ``labels``, the suffix ``.txt``."""
+    """YOLO's rule (ultralytics' ``img2label_paths``): the last ``images`` folder of the path becomes ``labels``,
+    the suffix ``.txt``."""
     parts = list(image.parts)
     if "images" in parts:
         parts[len(parts) - 1 - parts[::-1].index("images")] = "labels"
@@ -247,10 +282,11 @@ def _label_of(image: Path) -> Path:
 
 def _check_labels(labels: Path, classes: int) -> None:
     """Each line ``class x_center y_center width height`` (or ``class x1 y1 x2 y2 …``, a polygon) with a class id
-    in ``[0, classes)`` and coordinates normalised to [0, 1]; no file is an image without objects."""
+    in ``[0, classes)`` and coordinates normalised, within ultralytics' 1 % tolerance; no file is an image without
+    objects."""
     if not labels.is_file():
         return
-    for number, line in enumerate(labels.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(_read_text(labels).splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
@@ -263,7 +299,7 @@ def _check_labels(labels: Path, classes: int) -> None:
             raise DataError(f"{where}: expected 'class x_center y_center width height' (or a polygon), got {line!r}")
         if not values[0].is_integer() or not 0 <= values[0] < classes:
             raise DataError(f"{where}: class {fields[0]} outside 0..{classes - 1} (the names in data.yaml)")
-        if not all(0.0 <= v <= 1.0 for v in values[1:]):
+        if not all(-0.01 <= v <= 1.01 for v in values[1:]):
             raise DataError(f"{where}: coordinates must be normalised to [0, 1], got {' '.join(fields[1:])}")
 
 

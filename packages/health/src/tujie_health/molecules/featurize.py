@@ -61,6 +61,7 @@ BOND_FEATURES: tuple[tuple[str, int], ...] = (
 
 
 MolFeatures = Literal["none", "rdkit2d"]
+QUANTILE_LEVELS = 21  # molecule features are scaled through their training quantiles at these many levels
 
 
 @dataclass

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from tujie_core.models import Standardize
-from tujie_health.molecules.featurize import ATOM_FEATURES, BOND_FEATURES
+from tujie_health.molecules.featurize import ATOM_FEATURES, BOND_FEATURES, QUANTILE_LEVELS
 
 Pooling = Literal["mean", "sum", "norm"]
 
@@ -103,7 +103,7 @@ class MoleculeNet(nn.Module):
         self.atom_embedding = CategoryEmbedding(ATOM_FEATURES, embed_dim or hidden)
         self.head = _head(hidden + mol_features, ffn_hidden, ffn_layers, num_outputs, dropout)
         if mol_features and feature_quantiles is None:
-            feature_quantiles = [[0.0, 1.0]] * mol_features  # placeholders: a saved model's buffer replaces them
+            feature_quantiles = [[0.0] * QUANTILE_LEVELS] * mol_features  # placeholders: a saved buffer replaces them
         if mol_features and len(feature_quantiles or []) != mol_features:
             raise ValueError(f"feature_quantiles: one row per molecule feature ({mol_features})")
         self.features = QuantileScale(feature_quantiles) if mol_features else None  # type: ignore[arg-type]

@@ -144,6 +144,9 @@ class MoleculeModel:
         The members run on :data:`FORWARD_BATCH` graphs at a time, whatever the number given: on a CPU a pass over
         512 drug-sized molecules makes tensors of 15 MB that miss the cache and come and go as fresh pages (measured
         with a D-MPNN of width 128: 270 µs per molecule in 512s, 110 µs in 64s, the same values to the bit)."""
+        if not graphs:
+            empty = np.zeros((0, len(self.targets)))
+            return empty, (None if len(self.members) == 1 else empty.copy())
         batches = [GraphBatch.of(graphs[i : i + FORWARD_BATCH]) for i in range(0, len(graphs), FORWARD_BATCH)]
         runs = np.stack([torch.cat([self._transform(m(b)) for b in batches]).double().numpy() for m in self.members])
         return runs.mean(0), (runs.std(0) if len(runs) > 1 else None)

@@ -24,6 +24,7 @@ import heapq
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -181,12 +182,14 @@ def screen(
 
 
 def _backend(backend: str | Backend, workers: int | None) -> str | Backend:
-    """``processes``: whole chunks (featurise and predict) in forked worker processes, one torch thread each, so the
-    main process only reads, writes and ranks; ``fork`` starts them in milliseconds with the model already loaded
-    (``forkserver`` where there is no fork, as on Windows)."""
+    """``processes``: whole chunks (featurise and predict) in worker processes, one torch thread each, so the main
+    process only reads, writes and ranks; ``fork`` starts them in milliseconds with the model already loaded, on
+    Linux from a process with no other thread (forking a threaded process can deadlock a child on a lock another
+    thread held: a notebook, a web server), else ``forkserver`` (or ``spawn`` where neither exists)."""
     if backend != "processes":
         return backend
-    method = "fork" if sys.platform.startswith("linux") else None  # fork is unsafe on macOS with its frameworks
+    alone = threading.active_count() == 1
+    method = "fork" if sys.platform.startswith("linux") and alone else None  # fork is unsafe on macOS
     return LocalBackend(workers or 0, processes=True, predict_in_workers=True, start_method=method)
 
 
