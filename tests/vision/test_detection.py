@@ -121,6 +121,14 @@ def test_a_detection_run_resumes_in_place(tmp_path: Path) -> None:
     assert resumed.run_dir == run and json.loads((run / "summary.json").read_text())["epochs"] == 2
 
 
+def test_a_relative_output_folder_keeps_the_weights_in_the_run(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # `make demo` writes to runs/demo, relative to where it runs
+    result = train_from_config(_config(Path("relative")))
+    assert not result.run_dir.is_absolute()
+    assert (tmp_path / result.run_dir / "ultralytics" / "weights" / "best.pt").is_file()
+    assert "val/mAP50" in result.metrics
+
+
 def test_onnx_export_matches_pytorch(detection_run) -> None:
     from tujie_vision.export import export_run
 

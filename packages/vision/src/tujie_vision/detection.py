@@ -370,7 +370,7 @@ class DetectionRun(RunKind):
                 "plots": config.plots,
                 "seed": config.seed,
                 "deterministic": True,
-                "project": str(run_dir),
+                "project": str(run_dir.absolute()),  # ultralytics puts a relative one under its own runs folder
                 "name": "ultralytics",
                 "exist_ok": True,
                 "val": True,
@@ -470,7 +470,7 @@ def evaluate_weights(weights: Path, data: Path, split: str, imgsz: int, device: 
         plots=False,
         verbose=False,
         workers=0,
-        project=str(weights.parent.parent / "val"),
+        project=str((weights.parent.parent / "val").absolute()),
         name=split,
         exist_ok=True,
     )
