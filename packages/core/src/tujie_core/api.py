@@ -61,7 +61,7 @@ EXTENSION_API: dict[str, tuple[str, ...]] = {
     "tujie_core.models": ("Standardize",),
     "tujie_core.optim": ("build_optimizer",),
     "tujie_core.progress": ("Mode",),
-    "tujie_core.protocols": ("Detection", "Detector"),
+    "tujie_core.protocols": ("DETECTORS", "Detection", "Detector"),
     "tujie_core.registry": ("format_validation_error", "suggest", "validate_kwargs"),
     "tujie_core.run": ("load_run",),
     "tujie_core.tasks": ("SpecLike",),

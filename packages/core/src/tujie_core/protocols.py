@@ -1,6 +1,10 @@
 """Small protocols for cross-domain work: one domain implements them, another consumes them, neither imports the
 other (a driving policy reads detections from any detector; tujie_vision's YOLO runs provide one).
 
+Detectors are also registered by name in :data:`DETECTORS` (entry-point group ``tujie.detectors``), so a consumer
+can load one from a saved folder without importing the package that trained it:
+``DETECTORS.create("yolo", run_dir="runs/vehicles/…")``.
+
 >>> def brake_needed(detector: Detector, frame) -> bool:
 ...     return any(d.label == "vehicle" and d.score > 0.5 and d.box[3] > 0.8 * frame.shape[0]
 ...                for d in detector.detect(frame))
@@ -11,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from tujie_core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -29,3 +35,6 @@ class Detector(Protocol):
     class_names: Sequence[str]
 
     def detect(self, frame: Any) -> list[Detection]: ...
+
+
+DETECTORS: Registry = Registry("detectors")  # name → loader(run_dir, **options) returning a Detector

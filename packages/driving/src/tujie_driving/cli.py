@@ -7,27 +7,18 @@ Registered through the ``tujie.cli`` entry point; user errors print one line and
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from tujie_core.cli import metrics_table
+from tujie_driving.prediction import bundled_config
 
 app = typer.Typer(
     help="Driving: RL control, baselines, uncertainty fallback, trajectory prediction.", no_args_is_help=True
 )
 console = Console()
-
-
-def bundled_config(name: str = "dqn_highway_fast") -> Path:
-    """A run config shipped inside tujie_driving (``configs/<name>.yaml``)."""
-    return Path(str(resources.files("tujie_driving") / "configs" / f"{name}.yaml"))
-
-
-def _split(names: str) -> list[str]:
-    return [n.strip() for n in names.split(",") if n.strip()]
 
 
 @app.command()
@@ -44,7 +35,7 @@ def train(
 
     if config is None:
         saved = resume / "config.yaml" if resume is not None else None
-        config = saved if saved is not None and saved.is_file() else bundled_config()
+        config = saved if saved is not None and saved.is_file() else bundled_config("dqn_highway_fast")
     extra = []
     if agent is not None:  # a new agent section: the config's options belong to its own agent
         extra.append(f"agent={{name: '{agent}'}}")
@@ -68,13 +59,15 @@ def evaluate(
     episodes: int = typer.Option(100, help="seeded episodes per agent"),
     seed: int = typer.Option(20_000, help="seed of the first episode"),
     fallback: str | None = typer.Option(None, help="dqn-ensemble agents: idm, SLOWER, IDLE or none"),
+    detector: str | None = typer.Option(None, help="oracle or NAME:RUN_DIR (yolo:runs/…): agents see through it"),
     json_path: Path | None = typer.Option(None, "--json", help="write every episode and summary here"),
 ) -> None:
     """Drive seeded episodes with each agent on the same seeds and print the comparison table."""
     from tujie_driving.agents import AGENTS, Agent, create_agent
     from tujie_driving.evaluate import comparison_table
     from tujie_driving.evaluate import evaluate as run_evaluation
-    from tujie_driving.scenarios import Scenario
+    from tujie_driving.perception import PerceivedKinematics
+    from tujie_driving.scenarios import Scenario, make_env
 
     loaded = {name: Agent.load(name) for name in agents if name not in AGENTS}
     base = next(iter(loaded.values())).scenario if loaded else Scenario()
@@ -89,7 +82,8 @@ def evaluate(
         if fallback is not None and hasattr(agent, "with_fallback"):
             agent.with_fallback(fallback)
         label = f"{agent.name} ({name})" if name in loaded else name
-        results[label] = run_evaluation(agent, chosen, episodes, seed, progress=True)
+        env = None if detector is None else PerceivedKinematics(make_env(chosen, render=True), detector)
+        results[label] = run_evaluation(agent, chosen, episodes, seed, progress=True, env=env)
     console.print(f"{chosen.env_id} {json.dumps(chosen.config) if chosen.config else ''}")
     console.print(comparison_table(results), markup=False)
     if json_path is not None:

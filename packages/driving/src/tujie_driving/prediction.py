@@ -40,9 +40,17 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationErro
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
-from tujie_core import ConfigError, DataError, DataInfo, DataSplits, RunResult, load_config, train_from_config
+from tujie_core import (
+    ConfigError,
+    DataError,
+    DataInfo,
+    DataSplits,
+    RunResult,
+    load_config,
+    load_pretrained,
+    train_from_config,
+)
 from tujie_core.models import Standardize
-from tujie_core.pretrained import load_pretrained
 from tujie_core.registry import format_validation_error, suggest
 
 COLUMNS = ("episode", "vehicle", "t", "x", "y", "vx", "vy")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
@@ -185,10 +186,12 @@ class DrivingRun(RunKind):
                 callback.on_train_epoch_end(loop, metrics)
             return not loop.should_stop
 
+        start = time.perf_counter()
         if agent.learns and not loop.should_stop:
             agent.learn(config.steps, every=ev.every, on_round=on_round, progress=config.progress)
             if not loop.state.history or loop.state.history[-1]["step"] < agent.steps:
                 on_round()  # the last steps since the last round count too
+        learned = time.perf_counter() - start
         trained = agent.steps
         if agent.learns and checkpoint.best_path.is_file():  # keep the agent with the best validation return
             agent.load_state_dict(torch.load(checkpoint.best_path, map_location="cpu", weights_only=True)["agent"])
@@ -199,6 +202,7 @@ class DrivingRun(RunKind):
         kept, agent.steps = agent.steps, trained
         output = self._finish(config, agent, judged, run_dir, loop, checkpoint)
         output.summary["kept_steps"] = kept  # the kept agent's steps (the best validation round)
+        output.summary["learn_seconds"] = learned  # this process's learning and validation time (not a resumed one's)
         return output
 
     def _finish(

@@ -85,15 +85,12 @@ def headless() -> None:
 def env_config(scenario: Scenario) -> dict[str, Any]:
     """The config handed to highway-env: the scenario's overrides, checked against the environment's keys, plus the
     observation."""
-    import gymnasium as gym
-
     if scenario.observation not in OBSERVATIONS:
         raise ConfigError(
             f"scenario.observation: '{scenario.observation}'{suggest(scenario.observation, list(OBSERVATIONS))} "
             f"is not one of {', '.join(OBSERVATIONS)}"
         )
-    defaults = gym.registry[env_id(scenario.name)].entry_point
-    known = _default_config(defaults)
+    known = default_settings(scenario.name)
     for key in scenario.config:
         if key not in known:
             raise ConfigError(
@@ -107,9 +104,13 @@ def env_config(scenario: Scenario) -> dict[str, Any]:
     return config
 
 
-def _default_config(entry_point: Any) -> dict[str, Any]:
+def default_settings(name: str) -> dict[str, Any]:
+    """A scenario's highway-env settings and their defaults (what ``Scenario.config`` may change)."""
     import importlib
 
+    import gymnasium as gym
+
+    entry_point = gym.registry[env_id(name)].entry_point
     if isinstance(entry_point, str):
         module, _, name = entry_point.partition(":")
         entry_point = getattr(importlib.import_module(module), name)
