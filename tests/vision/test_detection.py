@@ -92,6 +92,13 @@ def test_the_detector_implements_core_protocol(detection_run) -> None:
         detector.detect(frame[..., 0])
 
 
+def test_the_detector_loads_by_name_from_cores_registry(detection_run) -> None:
+    from tujie_core.protocols import DETECTORS
+
+    detector = DETECTORS.create("yolo", run_dir=str(detection_run.run_dir), conf=0.1)
+    assert isinstance(detector, Detector) and detector.conf == 0.1  # a consumer (driving) never imports tujie_vision
+
+
 def test_streaming_prediction_reports_bad_files(detection_run, tmp_path: Path) -> None:
     from tujie_vision.detection import predict_files
 
