@@ -65,10 +65,16 @@ def test_sb3_agents_learn_save_and_load_to_identical_actions(name: str, options:
         np.testing.assert_allclose(loaded.action_values(obs), agent.action_values(obs), rtol=1e-6)
 
 
-def test_an_attention_policy_trains() -> None:
-    agent = create_agent("dqn", SHORT, policy="attention", learning_starts=20, batch_size=16)
-    agent.learn(64)
-    assert agent.steps == 64 and agent.act(observations(SHORT, 1)[0], None) in range(5)
+@pytest.mark.parametrize(
+    ("policy", "scenario"),
+    [("attention", SHORT), ("cnn", Scenario("highway-fast", {"duration": 6}, observation="grayscale"))],
+)
+def test_attention_and_cnn_policies_train(policy: str, scenario: Scenario) -> None:
+    agent = create_agent("dqn", scenario, policy=policy, buffer_size=200, learning_starts=20, batch_size=8)
+    agent.learn(48)
+    obs = observations(scenario, 1)[0]
+    assert agent.steps == 48 and agent.act(obs, None) in range(5)
+    assert obs.shape == ((5, 5) if policy == "attention" else (4, 128, 64))
 
 
 def test_evaluation_on_fixed_seeds_is_reproducible() -> None:

@@ -105,15 +105,22 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert summary["steps"] == 600 and summary["rounds"] == 3
 
 
-def test_q_learning_is_tuned_with_pruning_on_validation_return(tujie, tmp_path: Path) -> None:
-    space = {"agent.alpha": {"type": "float", "low": 0.05, "high": 0.5}}
-    path = write_config(tmp_path, {"name": "qlearning"}, tune={"space": space, "trials": 2, "pruner": {"name": "none"}})
+@pytest.mark.parametrize(
+    ("agent", "key", "low", "high"),
+    [
+        ({"name": "qlearning"}, "alpha", 0.05, 0.5),
+        ({"name": "dqn", "learning_starts": 50}, "learning_rate", 1e-4, 1e-3),
+    ],
+)
+def test_agents_are_tuned_with_pruning_on_validation_return(tujie, tmp_path: Path, agent, key, low, high) -> None:
+    space = {f"agent.{key}": {"type": "float", "low": low, "high": high, "log": True}}
+    path = write_config(tmp_path, agent, tune={"space": space, "trials": 2, "pruner": {"name": "none"}})
     done = tujie("tune", str(path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     tune_dir = tmp_path / "runs" / "drive" / "tune"
     study = optuna.load_study(study_name="drive", storage=f"sqlite:///{tune_dir / 'study.db'}")
     assert [sorted(t.intermediate_values) for t in study.trials] == [[1, 2]] * 2  # val/return at each round
-    assert 0.05 <= load_config(tune_dir / "best.yaml").agent.params["alpha"] <= 0.5
+    assert low <= load_config(tune_dir / "best.yaml").agent.params[key] <= high
 
 
 def test_driving_verbs_evaluate_and_render(tujie, tmp_path: Path) -> None:
