@@ -222,6 +222,7 @@ class SupervisedRun(RunKind):
                 **({"decision_threshold": task.decision_threshold} if info.kind == "binary" else {}),
                 feature_names=info.feature_names,
                 **info.metadata,
+                **({"plugins": [{"name": p.name, **p.params} for p in config.plugins]} if config.plugins else {}),
             )
         header = (
             f"Data: `{config.data.name}` ({info.source}), {info.kind}, input shape {info.input_shape}. "
