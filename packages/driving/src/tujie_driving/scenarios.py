@@ -44,7 +44,6 @@ OBSERVATIONS: dict[str, dict[str, Any]] = {
         "scaling": 1.75,
     },
 }
-META_ACTIONS = ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER")
 
 
 @dataclass
