@@ -28,9 +28,17 @@ from pathlib import Path
 from _common import Row, parse_args, report
 
 from tujie_core import load_config, train_from_config
-from tujie_driving import Agent, Evaluation, Scenario, comparison_table, create_agent, evaluate, make_env
+from tujie_driving import (
+    Agent,
+    Evaluation,
+    Scenario,
+    bundled_config,
+    comparison_table,
+    create_agent,
+    evaluate,
+    make_env,
+)
 from tujie_driving.perception import PerceivedKinematics
-from tujie_driving.prediction import bundled_config
 
 VIEW = {"screen_width": 400, "screen_height": 200}  # the frames tujie_vision's scene generator trains YOLO on
 ANCHOR = "HighwayEnv issue #460 (official DQN script, 2e4 steps)"

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from tujie_core import load_config, train_from_config
-from tujie_driving.prediction import TrajectoryPredictor, bundled_config
+from tujie_driving import bundled_config
+from tujie_driving.prediction import BUNDLED_CONFIG, TrajectoryPredictor
 
 
 def test_a_trajectory_predictor_trains_with_dp_and_loads_again(tmp_path: Path) -> None:
     overrides = [f"output_dir={tmp_path}", "model.name=trajectory/gru", "trainer.max_epochs=1"]
     overrides += ["trainer.progress=none", "data.simulation.episodes=3", "data.simulation.duration=8"]
-    config = load_config(bundled_config(), overrides, plugins={"dp": "epsilon=3"})
+    config = load_config(bundled_config(BUNDLED_CONFIG), overrides, plugins={"dp": "epsilon=3"})
     result = train_from_config(config)
     facts = json.loads((result.run_dir / "dp.json").read_text())
     assert 0 < facts["epsilon"] <= 3.0

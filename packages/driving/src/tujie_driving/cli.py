@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from tujie_core.cli import metrics_table
-from tujie_driving.prediction import bundled_config
+from tujie_driving import bundled_config
 
 app = typer.Typer(
     help="Driving: RL control, baselines, uncertainty fallback, trajectory prediction.", no_args_is_help=True
@@ -64,8 +64,8 @@ def evaluate(
 ) -> None:
     """Drive seeded episodes with each agent on the same seeds and print the comparison table."""
     from tujie_driving.agents import AGENTS, Agent, create_agent
-    from tujie_driving.evaluate import comparison_table
-    from tujie_driving.evaluate import evaluate as run_evaluation
+    from tujie_driving.evaluation import comparison_table
+    from tujie_driving.evaluation import evaluate as run_evaluation
     from tujie_driving.perception import PerceivedKinematics
     from tujie_driving.scenarios import Scenario, make_env
 
@@ -101,7 +101,7 @@ def render(
 ) -> None:
     """Drive one episode and write it as an animated GIF."""
     from tujie_driving.agents import AGENTS, Agent, create_agent
-    from tujie_driving.evaluate import render_episode, save_gif
+    from tujie_driving.evaluation import render_episode, save_gif
     from tujie_driving.scenarios import Scenario
 
     driver = create_agent(agent, Scenario(scenario or "highway-fast")) if agent in AGENTS else Agent.load(agent)

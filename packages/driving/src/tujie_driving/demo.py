@@ -11,7 +11,8 @@ from tujie_core.demo import DemoResult
 
 def driving_demo(output_dir: Path, quick: bool = False) -> DemoResult:
     from tujie_core import load_config, train_from_config
-    from tujie_driving.prediction import bundled_config, evaluate_predictor, trajectories
+    from tujie_driving import bundled_config
+    from tujie_driving.prediction import BUNDLED_CONFIG, evaluate_predictor, trajectories
 
     steps, every, tests = (300, 300, 3) if quick else (3000, 1000, 20)
     control = [f"output_dir={output_dir}", "progress=false", f"steps={steps}", f"evaluation.every={every}"]
@@ -28,7 +29,7 @@ def driving_demo(output_dir: Path, quick: bool = False) -> DemoResult:
     predict += [f"data.simulation.episodes={episodes}", f"data.simulation.duration={duration}"] + (
         ["trainer.max_epochs=1"] if quick else []
     )
-    config = load_config(bundled_config(), predict)
+    config = load_config(bundled_config(BUNDLED_CONFIG), predict)
     predicted = train_from_config(config)
     scores = evaluate_predictor(predicted.run_dir, trajectories(**config.data.params).test, horizons=[3.0])
     metrics["GRU trajectory ADE 3 s (m)"] = scores["model"]["ade_3s"]

@@ -30,7 +30,6 @@ import math
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
 
@@ -52,6 +51,7 @@ from tujie_core import (
 )
 from tujie_core.models import Standardize
 from tujie_core.registry import format_validation_error, suggest
+from tujie_driving import bundled_config
 
 COLUMNS = ("episode", "vehicle", "t", "x", "y", "vx", "vy")
 FEATURES = ["x", "y", "vx", "vy"]
@@ -789,12 +789,7 @@ def predict_file(run: str | Path, data: str | Path, output: str | Path) -> FileP
 
 
 # ---- training ---------------------------------------------------------------------------------------------------
-def bundled_config(name: str = BUNDLED_CONFIG) -> Path:
-    """A run config shipped inside tujie_driving (``configs/<name>.yaml``)."""
-    return Path(str(resources.files("tujie_driving") / "configs" / f"{name}.yaml"))
-
-
 def train_predictor(overrides: Sequence[str] = (), config: str | Path | None = None) -> RunResult:
     """Train through core's run layer from ``config`` (default: the bundled LSTM on freshly logged highway-env
     traffic) with ``KEY=VALUE`` overrides (``model.name=trajectory/gru``, ``data.path=traffic.npz``…)."""
-    return train_from_config(load_config(config or bundled_config(), list(overrides)))
+    return train_from_config(load_config(config or bundled_config(BUNDLED_CONFIG), list(overrides)))

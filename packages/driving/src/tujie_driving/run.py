@@ -35,7 +35,7 @@ from tujie_core.checkpoint import atomic_write_bytes
 from tujie_core.config import ComponentSpec, Strict
 from tujie_core.registry import validate_kwargs
 from tujie_driving.agents import AGENTS, Agent, SB3Agent, create_agent, init_parameters
-from tujie_driving.evaluate import Evaluation, comparison_table, evaluate, render_episode, save_gif
+from tujie_driving.evaluation import Evaluation, comparison_table, evaluate, render_episode, save_gif
 from tujie_driving.scenarios import Scenario, env_config
 
 TEST_SEED = 20_000  # test episodes never share a seed with validation ones (evaluation.seed, default 10 000)
