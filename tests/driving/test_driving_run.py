@@ -161,3 +161,22 @@ def test_bad_input_exits_2_with_one_line(tujie, tmp_path: Path, args: list[str],
     done = tujie(*args, cwd=tmp_path)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "dqn_highway_fast",
+        "dqn_attention_highway_fast",
+        "ensemble_highway_fast",
+        "ppo_highway_fast",
+        "qlearning_highway_fast",
+    ],
+)
+def test_the_bundled_configs_parse_and_build_their_agents(name: str) -> None:
+    from tujie_driving import bundled_config
+    from tujie_driving.agents import create_agent
+
+    config = load_config(bundled_config(name))
+    agent = create_agent(config.agent.name, config.scenario.build(), config.seed, **config.agent.params)
+    assert config.kind == "driving" and agent.name == config.agent.name
