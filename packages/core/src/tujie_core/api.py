@@ -38,7 +38,7 @@ EXTENSION_API: dict[str, tuple[str, ...]] = {
         "prune",
         "quantize_dynamic",
     ),
-    "tujie_core.data": ("split_arrays",),
+    "tujie_core.data": ("parse_float", "split_arrays"),
     "tujie_core.demo": ("DemoResult",),
     "tujie_core.evaluate": ("choose_threshold", "cross_validate", "tune_run_threshold"),
     "tujie_core.hub": ("ALLOW_DOWNLOADS", "downloads_allowed"),

@@ -172,7 +172,8 @@ def diabetes(val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int 
     )
 
 
-def _parse_float(value: str, path: Path, row: int, column: str) -> float:
+def parse_float(value: str, path: Path, row: int, column: str) -> float:
+    """A CSV cell as a finite float; DataError naming the file, row and column otherwise."""
     try:
         number = float(value)
     except ValueError:
@@ -224,7 +225,7 @@ def table(
         line = i + 2  # header is line 1
         if None in row or any(row[c] is None for c in [*features, target]):
             raise DataError(f"{path}: row {line}: expected {len(header)} fields")
-        x[i] = [_parse_float(row[c], path, line, c) for c in features]
+        x[i] = [parse_float(row[c], path, line, c) for c in features]
         if not row[target].strip():
             raise DataError(f"{path}: row {line}, column '{target}': empty target")
         labels.append(row[target].strip())
@@ -237,7 +238,7 @@ def table(
         if not numeric:
             kind = "binary" if len(set(labels)) == 2 else "multiclass"
     if kind == "regression":
-        y = np.array([_parse_float(v, path, i + 2, target) for i, v in enumerate(labels)])
+        y = np.array([parse_float(v, path, i + 2, target) for i, v in enumerate(labels)])
         class_names: list[str] = []
         num_outputs = 1
     elif kind in ("binary", "multiclass"):

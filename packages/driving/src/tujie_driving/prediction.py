@@ -26,7 +26,6 @@ positions (MSE, m²); :func:`evaluate_predictor` reports ADE/FDE in metres at 1,
 from __future__ import annotations
 
 import csv
-import math
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from tujie_core import (
     load_pretrained,
     train_from_config,
 )
+from tujie_core.data import parse_float
 from tujie_core.models import Standardize
 from tujie_core.registry import format_validation_error, suggest
 from tujie_driving import bundled_config
@@ -218,7 +218,7 @@ def _read_csv(path: Path) -> Trajectories:
                 raise DataError(f"{path}: row {line}, column '{column}': empty")
             ids[i, j] = labels[column].setdefault(label, len(labels[column]))
         for j, column in enumerate(COLUMNS[2:]):
-            numbers[i, j] = _finite(row[column], path, line, column)
+            numbers[i, j] = parse_float(row[column], path, line, column)
     names = {column: list(found) for column, found in labels.items()}  # in order of first appearance = id
     traj = Trajectories(ids[:, 0], ids[:, 1], numbers[:, 0], numbers[:, 1:], 1.0, str(path), names)
     duplicate = _first_duplicate(traj)
@@ -226,16 +226,6 @@ def _read_csv(path: Path) -> Trajectories:
         raise DataError(f"{path}: row {duplicate + 2}: a second state of the same episode, vehicle and t")
     traj.dt = _sampling_step(traj, path)
     return traj
-
-
-def _finite(text: str, path: Path, line: int, column: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{path}: row {line}, column '{column}': '{text}' is not a number") from None
-    if not math.isfinite(value):
-        raise DataError(f"{path}: row {line}, column '{column}': '{text}' is not finite")
-    return value
 
 
 def _first_duplicate(traj: Trajectories) -> int | None:
