@@ -115,7 +115,7 @@ def test_plain_form_refuses_layers_it_cannot_express() -> None:
     with pytest.raises(DataError, match=r"layer 3 \(BatchNorm1d\) has no plain form"):
         plain_model(model)
     with pytest.raises(DataError, match="standardisation inside it"):
-        plain_model(create_model("mlp", input_shape=(3,), num_outputs=1, hidden=[4]))
+        plain_model(create_model("mlp", input_shape=(3,), num_outputs=1, hidden=[4]), require_standardisation=True)
 
 
 def test_calibration_lowers_ece_of_an_overconfident_model(trained) -> None:

@@ -54,7 +54,7 @@ from typing import Any, Literal
 import torch
 
 from tujie_core.checkpoint import atomic_write_bytes
-from tujie_core.errors import ConfigError, TujieError
+from tujie_core.errors import ConfigError, DataError, TujieError
 from tujie_core.progress import Mode, resolve_mode
 from tujie_core.registry import Registry
 
@@ -101,6 +101,60 @@ class RejectedRow:
 
     def __str__(self) -> str:
         return f"{self.id_column} {self.row}: {self.reason}"
+
+
+def read_table_header(path: Path) -> tuple[list[str], str]:
+    """A CSV/TSV's header and delimiter (tab for ``.tsv``/``.tab``), without reading the rows; DataError naming the
+    file when it is missing, not UTF-8 or empty."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle, delimiter=delimiter), [])
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not header:
+        raise DataError(f"{path}: empty file (no header row)")
+    return header, delimiter
+
+
+def table_records(path: Path) -> Iterator[tuple[int, dict[str, str] | Rejected]]:
+    """(file line, column → text) for each data row of a CSV/TSV, lazily; a row with the wrong field count is a
+    :class:`Rejected` (for :func:`predict_stream`'s ``rows``)."""
+    header, delimiter = read_table_header(path)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        next(reader)
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                yield reader.line_num, Rejected(f"{len(fields)} fields, expected {len(header)}")
+            else:
+                yield reader.line_num, dict(zip(header, fields, strict=True))
+
+
+def rejecting(encode: Callable[[Any], Any], *prefixes: str) -> Callable[[list[Any]], list[Any]]:
+    """A ``prepare`` for :func:`predict_stream`: ``encode`` each record; a :class:`Rejected` record passes through
+    and a DataError becomes one (its message without the first of ``prefixes`` it starts with: the rejects file
+    names the row already), so one bad row never stops the job."""
+
+    def prepare(records: list[Any]) -> list[Any]:
+        items: list[Any] = []
+        for record in records:
+            if isinstance(record, Rejected):
+                items.append(record)
+                continue
+            try:
+                items.append(encode(record))
+            except DataError as exc:
+                message = str(exc)
+                start = next((p for p in prefixes if message.startswith(p)), "")
+                items.append(Rejected(message[len(start) :]))
+        return items
+
+    return prepare
 
 
 @dataclass

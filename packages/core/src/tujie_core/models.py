@@ -17,7 +17,22 @@ from tujie_core.registry import Registry
 
 MODELS: Registry = Registry("models")
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+class Square(nn.Module):
+    """``x²``: the activation of CryptoNets (Gilad-Bachrach et al. 2016). A polynomial, so a network built with it
+    runs exactly under homomorphic encryption (CKKS adds and multiplies only)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * x
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+    "square": Square,
+}
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -85,7 +100,7 @@ def mlp(
     num_outputs: int,
     hidden: list[int] = [128, 64],  # noqa: B006 - read only
     dropout: float = 0.1,
-    activation: Literal["relu", "gelu", "tanh", "silu"] = "relu",
+    activation: Literal["relu", "gelu", "tanh", "silu", "square"] = "relu",
     batch_norm: bool = False,
     input_mean: list[float] | None = None,
     input_std: list[float] | None = None,

@@ -13,7 +13,10 @@ from rich.console import Console
 
 from tujie_core.cli import metrics_table
 
-app = typer.Typer(help="Privacy: identifier scan, membership-inference audit, report card.", no_args_is_help=True)
+app = typer.Typer(
+    help="Privacy: identifier scan, membership-inference audit, report card, encrypted inference.",
+    no_args_is_help=True,
+)
 console = Console()
 
 
@@ -71,3 +74,115 @@ def report(
 
     path, _ = privacy_report(run_dir, baseline, scan_files or None)
     console.print(f"privacy report card: {path}")
+
+
+def _he_models(sources: list[str], degree: int) -> dict:
+    """NAME=PATH or PATH (a run folder, or a folder from ``he-compile``) → compiled models by name."""
+    from tujie_core import DataError
+    from tujie_privacy.he.model import CONFIG_NAME, HEModel, compile_run
+
+    models = {}
+    for source in sources:
+        name, _, path_text = source.rpartition("=")
+        path = Path(path_text)
+        if not path.is_dir():
+            raise DataError(f"{path}: no such folder (give a run folder or a folder from 'tujie privacy he-compile')")
+        model = HEModel.load(path) if (path / CONFIG_NAME).is_file() else compile_run(path, degree=degree)
+        name = name or model.meta.get("name") or path.name
+        if name in models:
+            raise DataError(f"two models named '{name}': give one as NAME=PATH")
+        models[name] = model
+    return models
+
+
+@app.command("he-compile")
+def he_compile(
+    run_dir: Path = typer.Argument(..., help="a finished supervised run (linear or mlp model)"),
+    output: Path = typer.Argument(..., help="folder for the compiled model (he_model.json + .safetensors)"),
+    degree: int = typer.Option(2, min=2, max=4, help="degree of the polynomial fitted to a non-polynomial activation"),
+) -> None:
+    """Compile a run's model for encrypted inference (refused, naming the layer, when it cannot be exact enough)."""
+    from tujie_privacy.he.model import compile_run
+
+    model = compile_run(run_dir, degree=degree)
+    model.save(output)
+    _print_he_models({output.name: model})
+    console.print(f"compiled: {output}")
+
+
+def _print_he_models(models: dict) -> None:
+    rows = []
+    for name, model in models.items():
+        p = model.parameters()
+        agreement = model.meta.get("agreement_vs_original")
+        rows.append(
+            (
+                name,
+                str(model.depth),
+                f"N={p.poly_modulus_degree}, {p.coeff_mod_bit_sizes}",
+                "exact" if not any(a.max_error for a in model.activations) else f"{agreement:.2%} agree",
+            )
+        )
+    console.print(metrics_table("encrypted models", rows, ("name", "depth", "CKKS", "vs original")))
+    for name, model in models.items():
+        console.print(f"{name}: {model.describe()}", soft_wrap=True)
+
+
+@app.command("he-serve")
+def he_serve(
+    models: list[str] = typer.Argument(..., help="run folders or compiled folders, each PATH or NAME=PATH"),
+    host: str = typer.Option("127.0.0.1", help="interface (localhost by default; use TLS in front for others)"),
+    port: int = typer.Option(8000, min=1, max=65535),
+    degree: int = typer.Option(2, min=2, max=4, help="polynomial degree for a non-polynomial activation"),
+    max_sessions: int = typer.Option(32, min=1),
+    session_ttl: float = typer.Option(600.0, min=1.0, help="seconds idle before a session expires"),
+    max_request_mb: float = typer.Option(256.0, min=0.01, help="largest ciphertext batch accepted"),
+    max_context_mb: float = typer.Option(32.0, min=0.01, help="largest public context accepted"),
+    max_concurrent: int = typer.Option(2, min=1, help="evaluations at once (others wait)"),
+) -> None:
+    """Serve encrypted inference over HTTP: the server sees only a public context and ciphertexts."""
+    from tujie_privacy.he.serve import serve
+    from tujie_privacy.he.server import MiB, ServiceLimits
+
+    compiled = _he_models(models, degree)
+    _print_he_models(compiled)
+    limits = ServiceLimits(
+        int(max_request_mb * MiB), int(max_context_mb * MiB), max_sessions, session_ttl, max_concurrent
+    )
+    console.print(f"serving {', '.join(compiled)} on http://{host}:{port} (Ctrl-C stops)")
+    serve(compiled, host, port, limits)
+
+
+@app.command("he-predict")
+def he_predict(
+    url: str = typer.Argument(..., help="the server, e.g. http://127.0.0.1:8000"),
+    data: Path = typer.Argument(..., help="CSV/TSV of features with a header row"),
+    output: Path = typer.Option(Path("predictions.csv"), help="predictions CSV (rejected rows: OUTPUT.rejects.csv)"),
+    model: str | None = typer.Option(None, help="the served model (needed when the server has several)"),
+    security: int = typer.Option(128, help="security level of the keys: 128, 192 or 256 bits"),
+    resume: bool = typer.Option(True, help="continue an interrupted job on the same input"),
+) -> None:
+    """Predict a file through an encrypted-inference server: keys are made and kept here; only ciphertexts leave."""
+    import httpx
+
+    from tujie_core import DataError
+    from tujie_privacy.he.client import ServiceClient, ServiceError
+    from tujie_privacy.he.params import ParameterError
+    from tujie_privacy.he.predict import predict_file
+
+    if not data.is_file():
+        raise DataError(f"{data}: no such file")
+    try:
+        with ServiceClient(url, model, security=security) as client:
+            summary = predict_file(client, data, output, resume=resume)
+    except httpx.HTTPError as exc:
+        raise DataError(f"{url}: cannot reach the server ({type(exc).__name__}: {exc})") from None
+    except (ServiceError, ParameterError) as exc:
+        raise DataError(f"{url}: {exc}") from None
+    console.print(
+        f"{summary.predicted} of {summary.rows} rows predicted under encryption into {summary.output}"
+        + (f"; {summary.rejected} rejected (see {summary.rejects})" if summary.rejected else "")
+        + f"; {client.timing.bytes_sent / 1e6:.1f} MB sent, {client.timing.bytes_received / 1e6:.1f} MB received"
+    )
+    for example in summary.examples:
+        console.print(f"  rejected {example}")

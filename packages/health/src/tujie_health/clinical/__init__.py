@@ -7,8 +7,8 @@ attributions for one patient.
 >>> RiskModel.load(result.run_dir).explain(record).top(5)                       # doctest: +SKIP
 """
 
+from tujie_core.plain import PlainModel, plain_model
 from tujie_health.clinical.data import Column, TableSchema, patients
-from tujie_health.clinical.plain import PlainModel, plain_model
 from tujie_health.clinical.risk import Explanation, RiskModel, RiskSummary, finish_risk_run, train_risk
 
 __all__ = [

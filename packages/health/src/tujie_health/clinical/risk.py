@@ -13,10 +13,9 @@ decision threshold. It loads without the training data.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,13 +34,21 @@ from tujie_core import ConfigError, DataError, RunResult, load_config, load_pret
 from tujie_core.calibration import Calibration, Method, calibration_scores, fit_calibration, plot_calibration
 from tujie_core.cli import plugin_flags
 from tujie_core.evaluate import choose_threshold
-from tujie_core.inference import InferenceSummary, Rejected, file_fingerprint, module_fingerprint, predict_stream
+from tujie_core.inference import (
+    InferenceSummary,
+    file_fingerprint,
+    module_fingerprint,
+    predict_stream,
+    read_table_header,
+    rejecting,
+    table_records,
+)
 from tujie_core.models import Standardize
+from tujie_core.plain import PlainModel, plain_model
 from tujie_core.progress import Mode
 from tujie_core.report import replace_section, save_figure
 from tujie_core.run import load_run
 from tujie_health.clinical.data import TableSchema, read_table
-from tujie_health.clinical.plain import PlainModel, plain_model
 
 CONFIG_NAME = "config.json"
 DEFAULT_CONFIG = "breast_cancer_risk"
@@ -161,7 +168,7 @@ class RiskModel:
         """The model as standardisation + affine layers + activations over a float vector (for encrypted
         inference); DataError naming the layer when it has no such form."""
         output = {"binary": "logit", "multiclass": "logits", "regression": "value"}[self.kind]
-        return plain_model(self.model, output)
+        return plain_model(self.model, output, require_standardisation=True)
 
     def explain(self, record: Mapping[str, Any], steps: int = 64) -> Explanation:
         """Per-column attributions of one record's output (see :class:`Explanation`)."""
@@ -219,18 +226,6 @@ class RiskModel:
         if missing:
             raise DataError(f"{path}: no column(s) {', '.join(missing)} (the model needs {len(self.schema.columns)})")
 
-        def prepare(records: list[Mapping[str, Any] | Rejected]) -> list[Any]:
-            items: list[Any] = []
-            for record in records:
-                if isinstance(record, Rejected):
-                    items.append(record)
-                    continue
-                try:
-                    items.append(self.schema.encode_row(record, "row"))
-                except DataError as exc:
-                    items.append(Rejected(str(exc).removeprefix("row, ").removeprefix("row: ")))
-            return items
-
         def predict(items: list[np.ndarray]) -> list[list[Any]]:
             x = np.stack(items)
             values = self.probabilities(x)
@@ -248,11 +243,11 @@ class RiskModel:
         else:
             columns = ["label", *(f"p_{n}" for n in self.class_names)]
         return predict_stream(
-            lambda: _records(path),
+            lambda: table_records(path),
             predict,
             output,
             header=columns,
-            prepare=prepare,
+            prepare=rejecting(lambda record: self.schema.encode_row(record, "row"), "row, ", "row: "),
             job={"input": file_fingerprint(path), "model": module_fingerprint(self.model), "config": self.config},
             resume=resume,
             progress=progress,
@@ -269,37 +264,6 @@ class RiskModel:
         x = self.schema.encode(rows, str(path))
         y = np.asarray([self.schema.target_value(r, f"{path}: row {i}") for i, r in enumerate(rows, 2)])
         return score(self, x, y)
-
-
-def read_table_header(path: Path) -> tuple[list[str], str]:
-    """A CSV/TSV's header and delimiter, without reading the rows."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            header = next(csv.reader(handle, delimiter=delimiter), [])
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    if not header:
-        raise DataError(f"{path}: empty file (no header row)")
-    return header, delimiter
-
-
-def _records(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | Rejected]]:
-    """(file line, record) for each data row, lazily; a row with the wrong field count is a Rejected."""
-    header, delimiter = read_table_header(path)
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        next(reader)
-        for fields in reader:
-            line = reader.line_num
-            if not fields:
-                continue
-            if len(fields) != len(header):
-                yield line, Rejected(f"{len(fields)} fields, expected {len(header)}")
-            else:
-                yield line, dict(zip(header, fields, strict=True))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
