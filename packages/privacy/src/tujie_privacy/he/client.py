@@ -95,7 +95,7 @@ class ServiceClient:
         if model is not None and model not in names:
             raise DataError(f"the server has no model '{model}' (it serves: {', '.join(names)})")
         self.info: dict[str, Any] = next(m for m in served if model in (None, m["name"]))
-        self.parameters = choose_parameters(self.info["depth"], self.info["output_bits"], security)
+        self.parameters = choose_parameters(self.info["depth"], self.info["value_bits"], security)
         self.keys = HEClient(self.parameters)
         self.timing = Timing()
         context = self.keys.public_context()

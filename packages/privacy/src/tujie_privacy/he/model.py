@@ -79,7 +79,9 @@ class HEModel(AffineStack):
     layers: list[tuple[np.ndarray, np.ndarray]]  # (weight (out, in), bias (out,)) in float64
     activations: list[Activation]
     output: str  # "logit", "logits" or "value"
-    output_bound: float = 1.0  # largest |output| seen on calibration data (sizes the outer prime)
+    # largest |value| any rescaled product or output takes on calibration data: sizes the first prime, which must
+    # hold every value at the last level (a product that overflows it before rescaling decodes to garbage)
+    value_bound: float = 1.0
     meta: dict[str, Any] = field(default_factory=dict)  # class names, feature names, source run, agreement
 
     @property
@@ -88,8 +90,8 @@ class HEModel(AffineStack):
         return len(self.layers) + sum(a.levels for a in self.activations)
 
     @property
-    def output_bits(self) -> int:
-        return max(1, math.ceil(math.log2(max(self.output_bound, 1.0) * 4)))  # 4×: headroom for unseen inputs
+    def value_bits(self) -> int:
+        return max(1, math.ceil(math.log2(max(self.value_bound, 1.0) * 4)))  # 4×: headroom for unseen inputs
 
     @property
     def multiplies_ciphertexts(self) -> bool:
@@ -97,7 +99,7 @@ class HEModel(AffineStack):
 
     def parameters(self, security: int = 128, scale_bits: int = 40) -> CKKSParameters:
         """The CKKS parameters this model needs (what a client should generate keys for)."""
-        return choose_parameters(self.depth, self.output_bits, security, scale_bits)
+        return choose_parameters(self.depth, self.value_bits, security, scale_bits)
 
     def describe(self) -> str:
         parts = []
@@ -152,7 +154,7 @@ class HEModel(AffineStack):
                 for a in self.activations
             ],
             "output": self.output,
-            "output_bound": self.output_bound,
+            "value_bound": self.value_bound,
             "meta": self.meta,
             "function": self.describe(),
         }
@@ -169,7 +171,7 @@ class HEModel(AffineStack):
             Activation(a["name"], tensors[f"activation{i}"], a["low"], a["high"], a["max_error"], a.get("where", ""))
             for i, a in enumerate(config["activations"])
         ]
-        return cls(layers, activations, config["output"], config["output_bound"], config.get("meta", {}))
+        return cls(layers, activations, config["output"], config["value_bound"], config.get("meta", {}))
 
 
 def _powers(h: ts.CKKSTensor, degree: int) -> dict[int, ts.CKKSTensor]:
@@ -182,6 +184,12 @@ def _powers(h: ts.CKKSTensor, degree: int) -> dict[int, ts.CKKSTensor]:
     if degree >= 4:
         powers[4] = powers[2].square()
     return powers
+
+
+def _largest_term(h: np.ndarray, weight: np.ndarray) -> float:
+    """An upper bound of Σ_i |h_i · W_ki| over samples and outputs k: whether products are rescaled one by one or
+    summed first, no value of ``h @ W.T`` on the way exceeds it."""
+    return float((np.abs(h).max(0)[None, :] * np.abs(weight)).sum(1).max())
 
 
 def _decisions(outputs: np.ndarray, output: str) -> np.ndarray:
@@ -214,10 +222,12 @@ def compile_model(
         raise DataError(f"calibration inputs have {x.shape[1]} features; the model takes {plain.input_dim}")
     activations: list[Activation] = []
     h = x
+    bound = 0.0
     for index, (weight, bias) in enumerate(layers[:-1]):
         name = plain.activation or ""
         where = f"hidden layer {index + 1} ({name} after linear({weight.shape[1]}→{weight.shape[0]}))"
         if h is not None:
+            bound = max(bound, _largest_term(h, weight))
             h = h @ weight.T + bias
         if name == "square":
             activations.append(Activation("square", np.array([0.0, 0.0, 1.0]), where=where))
@@ -231,14 +241,22 @@ def compile_model(
             pad = 0.1 * max(high - low, 1e-6)
             activations.append(fit_activation(name, low - pad, high + pad, degree, where))
         if h is not None:
+            powers = [h**k for k in range(1, activations[-1].degree + 1)]
+            bound = max(bound, *(float(np.abs(p).max()) for p in powers))
             h = NUMPY_ACTIVATIONS[name](h)
+            # the next layer multiplies each power by c_k W
+            following = layers[index + 1][0]
+            for k, power in enumerate(powers, start=1):
+                bound = max(bound, _largest_term(power, activations[-1].coefficients[k] * following))
+    if h is not None and not activations:  # a single affine layer
+        bound = _largest_term(h, layers[0][0])
     compiled = HEModel(layers, activations, output, meta=dict(meta or {}))
     compiled.meta["function"] = plain.describe()
     if x is None:
-        compiled.output_bound = 2.0**12  # unknown: room for logits and standardised values
+        compiled.value_bound = 2.0**12  # unknown: room for logits and standardised values
         return compiled
     original, approximate = plain(x), compiled.plain(x)
-    compiled.output_bound = float(max(np.abs(original).max(), np.abs(approximate).max()))
+    compiled.value_bound = float(max(bound, np.abs(original).max(), np.abs(approximate).max()))
     compiled.meta["calibration_samples"] = len(x)
     compiled.meta["max_abs_error_vs_original"] = float(np.abs(original - approximate).max())
     if output == "value":

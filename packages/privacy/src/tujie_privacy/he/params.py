@@ -61,27 +61,30 @@ class CKKSParameters:
         return {**asdict(self), "slots": self.slots, "depth": self.depth, "total_bits": self.total_bits}
 
 
-def choose_parameters(depth: int, output_bits: int = 10, security: int = 128, scale_bits: int = 40) -> CKKSParameters:
+def choose_parameters(depth: int, value_bits: int = 10, security: int = 128, scale_bits: int = 40) -> CKKSParameters:
     """The smallest ring that holds ``depth`` rescalings of ``scale_bits`` each at ``security`` bits, with an outer
-    prime wide enough for outputs up to 2^output_bits (the decoded value must stay below the first prime / scale).
+    prime wide enough for outputs up to 2^value_bits (the decoded value must stay below the first prime / scale).
     """
     if security not in MAX_COEFF_BITS:
         raise ParameterError(f"security must be one of {sorted(MAX_COEFF_BITS)} bits, got {security}")
     if depth < 1:
         raise ParameterError(f"depth must be at least 1, got {depth}")
-    outer = scale_bits + max(output_bits, 0) + 2
+    outer = scale_bits + max(value_bits, 0) + 2
     if outer > MAX_PRIME_BITS:
-        scale_bits = MAX_PRIME_BITS - max(output_bits, 0) - 2
+        scale_bits = MAX_PRIME_BITS - max(value_bits, 0) - 2
         outer = MAX_PRIME_BITS
         if scale_bits < MIN_SCALE_BITS:
             raise ParameterError(
-                f"outputs up to 2^{output_bits} leave a scale of 2^{scale_bits} (below 2^{MIN_SCALE_BITS}): "
+                f"outputs up to 2^{value_bits} leave a scale of 2^{scale_bits} (below 2^{MIN_SCALE_BITS}): "
                 "rescale the model's targets"
             )
     bits = (outer, *([scale_bits] * depth), outer)
     for degree, limit in MAX_COEFF_BITS[security].items():
         if sum(bits) <= limit:
-            return CKKSParameters(degree, bits, scale_bits, security)
+            # the ring is fixed by now (and with it the cost): spend the modulus bits left on precision
+            while outer < MAX_PRIME_BITS and 2 * (outer + 1) + depth * (scale_bits + 1) <= limit:
+                outer, scale_bits = outer + 1, scale_bits + 1
+            return CKKSParameters(degree, (outer, *([scale_bits] * depth), outer), scale_bits, security)
     raise ParameterError(
         f"depth {depth} needs {sum(bits)} modulus bits: more than N = 32768 allows at {security}-bit security "
         f"({MAX_COEFF_BITS[security][32768]}); use a shallower model (fewer layers, degree-2 activations)"
@@ -126,7 +129,7 @@ def context_facts(context: ts.Context) -> ContextFacts:
     )
 
 
-def check_context(facts: ContextFacts, depth: int, output_bits: int, relin_keys: bool) -> None:
+def check_context(facts: ContextFacts, depth: int, value_bits: int, relin_keys: bool) -> None:
     """ParameterError naming the first way a received context cannot evaluate a model of this depth safely."""
     if facts.private:
         raise ParameterError(
@@ -143,8 +146,8 @@ def check_context(facts: ContextFacts, depth: int, output_bits: int, relin_keys:
         raise ParameterError("the context has no relinearisation keys; the model multiplies ciphertexts")
     if facts.scale_bits < MIN_SCALE_BITS:
         raise ParameterError(f"scale 2^{facts.scale_bits:.0f} is below 2^{MIN_SCALE_BITS}: results would be noise")
-    if facts.outer_bits - facts.scale_bits < output_bits + 1:
+    if facts.outer_bits - facts.scale_bits < value_bits + 1:
         raise ParameterError(
             f"the first prime ({facts.outer_bits} bits) over the scale (2^{facts.scale_bits:.0f}) leaves no room "
-            f"for the model's outputs (up to 2^{output_bits})"
+            f"for the model's outputs (up to 2^{value_bits})"
         )

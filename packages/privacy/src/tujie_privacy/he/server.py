@@ -110,7 +110,7 @@ def model_info(name: str, model: HEModel) -> dict[str, Any]:
         "output_dim": model.output_dim,
         "output": model.output,
         "depth": model.depth,
-        "output_bits": model.output_bits,
+        "value_bits": model.value_bits,
         "multiplies_ciphertexts": model.multiplies_ciphertexts,
         "parameters": model.parameters().to_dict(),
         "class_names": model.meta.get("class_names", []),
@@ -199,7 +199,7 @@ def _session(model: HEModel, name: str, blob: bytes) -> Session:
     except Exception as exc:  # TenSEAL/SEAL raise ValueError, RuntimeError or their own types on bad bytes
         raise HTTPException(400, f"not a TenSEAL CKKS context ({type(exc).__name__}: {str(exc)[:120]})") from None
     try:
-        check_context(facts, model.depth, model.output_bits, model.multiplies_ciphertexts)
+        check_context(facts, model.depth, model.value_bits, model.multiplies_ciphertexts)
     except ParameterError as exc:
         raise HTTPException(422, str(exc)) from None
     return Session(name, context, facts.to_dict())
