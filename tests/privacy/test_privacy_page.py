@@ -65,3 +65,30 @@ def test_runs_audit_report_card_and_scan(page: AppTest, tmp_path: Path) -> None:
 
     page.file_uploader[0].set_value(("notes.jsonl", b"[1]\n", "application/json")).run()
     assert any("notes.jsonl:1: expected a JSON object" in error.value for error in page.error)
+
+
+def test_encrypted_round_trip_shows_what_the_server_sees_and_the_client_gets(page: AppTest, tmp_path: Path) -> None:
+    assert page.selectbox[-1].value.startswith("built in: digits MLP")  # works with no runs at all
+    page.slider[0].set_value(5).run()
+    page.button[-1].click().run()
+    assert not page.exception and not page.error
+    table = page.dataframe[-1].value
+    assert len(table) == 5 and list(table.columns) == ["true", "encrypted prediction", "plaintext prediction"]
+    assert (table["encrypted prediction"] == table["plaintext prediction"]).all()
+    assert page.metric[0].value == "100%"
+    seen = " ".join(md.value for md in page.markdown)
+    assert "no secret key" in seen and "64 ciphertexts" in seen and "128-bit security" in seen
+
+    raw = {
+        "name": "batch-norm",
+        "output_dir": str(tmp_path / "runs"),
+        "data": {"name": "breast_cancer", "batch_size": 64},
+        "model": {"name": "mlp", "hidden": [8], "batch_norm": True},
+        "trainer": {"max_epochs": 1, "progress": "none"},
+    }
+    run_dir = train_from_config(parse_config(raw)).run_dir
+    page.sidebar.text_input[0].set_value(str(tmp_path / "runs")).run()
+    page.selectbox[-1].set_value(str(run_dir)).run()
+    page.button[-1].click().run()
+    assert not page.exception  # refused with the layer named, not a stack trace
+    assert "layer 2 (BatchNorm1d) has no plain form" in page.error[0].value
