@@ -13,8 +13,9 @@ sizes and a load test of the HTTP service.
    latency, sizes.
 3. **digits**: the core digits MLP (64 → 32 → 10, ``square``): agreement, accuracy, latency, sizes.
 4. **load**: ``tujie privacy he-serve`` in its own process with the risk model; ``--clients`` concurrent clients,
-   each its own session, ``--requests`` requests of ``--load-batch`` samples each. p50/p99 round trip, throughput,
-   failed requests, and the server's resident memory before, at peak and after the sessions close.
+   each its own session, ``--requests`` requests of ``--load-batch`` samples each, run twice: the first round warms
+   the allocators' pools, the second is measured. p50/p99 round trip, throughput, failed requests, and the server's
+   resident memory at start, after the warm-up round, at peak and after the measured round's sessions close.
 
     python benchmarks/privacy_he.py [--quick] [--json PATH] [--parts risk,text,digits,load] [--text-rows N]
         [--clients 4] [--requests 8] [--load-batch 64]
@@ -284,9 +285,10 @@ def load_part(model_dir: Path, clients: int, requests: int, batch: int) -> list[
                         failures += 1
             return latencies, failures
 
-        # warm-up: the same concurrency once, so the allocators' pools (SEAL's, glibc's) reach their working size
+        # warm-up: the same load once, so the allocators' pools reach their working size (SEAL keeps freed
+        # ciphertext memory in its pool for reuse); then the measured round must end where the warm-up ended
         with ThreadPoolExecutor(clients) as pool:
-            list(pool.map(client_job, [1] * clients))
+            list(pool.map(client_job, [requests] * clients))
         time.sleep(1.0)
         before = process.memory_info().rss
         watcher = threading.Thread(target=sample, daemon=True)
@@ -322,7 +324,7 @@ def load_part(model_dir: Path, clients: int, requests: int, batch: int) -> list[
         Row(name, "throughput", total * batch / wall, None, "", None, True, "samples/s"),
         Row(name, "failed requests", float(failed), None, "issue 16 goal", 0.0, False, "count"),
         Row(name, "server RSS at start", cold / 2**20, None, "", None, False, "MiB"),
-        Row(name, "server RSS after a warm-up round", before / 2**20, None, "", None, False, "MiB"),
+        Row(name, "server RSS after an identical warm-up round", before / 2**20, None, "", None, False, "MiB"),
         Row(name, "server RSS peak", peak[0] / 2**20, None, "", None, False, "MiB"),
         Row(name, "server RSS after sessions closed", after / 2**20, None, "", None, False, "MiB"),
     ]

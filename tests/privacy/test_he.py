@@ -259,3 +259,26 @@ def test_cli_bad_input_exits_2_with_one_line(tujie, tmp_path: Path) -> None:
         done = tujie(*args, cwd=tmp_path)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
+
+
+def test_a_run_on_data_standardised_outside_the_model_takes_raw_features(tmp_path: Path) -> None:
+    from sklearn.datasets import load_breast_cancer
+
+    from tujie_core.run import load_run
+    from tujie_privacy.he import compile_run
+
+    raw = {
+        "name": "bc",
+        "output_dir": str(tmp_path),
+        "data": {"name": "breast_cancer", "batch_size": 64},
+        "model": {"name": "mlp", "hidden": [8], "activation": "square"},
+        "trainer": {"max_epochs": 2, "progress": "none"},
+    }
+    run_dir = train_from_config(parse_config(raw)).run_dir
+    compiled = compile_run(run_dir)
+    assert compiled.meta["feature_names"][0] == "mean radius"
+    run = load_run(run_dir)
+    scaling = run.model_config["input_standardization"]
+    x = load_breast_cancer().data[:50]
+    expected = torch_outputs(run.task.model, (x - np.asarray(scaling["mean"])) / np.asarray(scaling["std"]))
+    np.testing.assert_allclose(compiled.plain(x), expected, atol=1e-4)

@@ -108,6 +108,8 @@ def _tensor_splits(
         x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, stratify=classification
     )
     mean, std = (train[0].mean(0), train[0].std(0) + 1e-8) if standardize else (0.0, 1.0)
+    if standardize:  # saved with the model (model/config.json): raw features can be scaled the same way later
+        info.metadata = {**info.metadata, "input_standardization": {"mean": mean.tolist(), "std": std.tolist()}}
     target_dtype = torch.long if info.kind == "multiclass" else torch.float32
 
     def to_dataset(part: tuple[np.ndarray, np.ndarray]) -> TensorDataset | None:

@@ -288,9 +288,8 @@ def compile_run(run_dir: str | Path, *, degree: int = 2, calibration_samples: in
     run = load_run(run_dir)
     info = run.splits.info
     output = {"binary": "logit", "multiclass": "logits"}.get(info.kind, "value")
-    inputs = [
-        run.splits.train[i][0].numpy().reshape(-1) for i in range(min(len(run.splits.train), calibration_samples))
-    ]
+    train = run.splits.train
+    inputs = np.stack([train[i][0].numpy().reshape(-1) for i in range(min(len(train), calibration_samples))])
     meta = {
         "name": run.config.name,
         "source": str(run_dir),
@@ -298,6 +297,12 @@ def compile_run(run_dir: str | Path, *, degree: int = 2, calibration_samples: in
         "feature_names": list(info.feature_names or []),
     }
     try:
-        return compile_model(run.task.model, np.stack(inputs), output=output, degree=degree, meta=meta)
+        plain = plain_model(run.task.model, output)
+        scaling = run.model_config.get("input_standardization")
+        if scaling is not None and plain.mean is None:
+            # the data was standardised before the model: fold that in, so clients send raw features
+            plain.mean, plain.std = np.asarray(scaling["mean"]), np.asarray(scaling["std"])
+            inputs = inputs * plain.std + plain.mean
+        return compile_model(plain, inputs, degree=degree, meta=meta)
     except DataError as exc:
         raise DataError(f"{run_dir}: {exc}") from None
