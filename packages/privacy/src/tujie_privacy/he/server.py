@@ -206,17 +206,20 @@ def _session(model: HEModel, name: str, blob: bytes) -> Session:
 
 
 def _evaluate(gate: threading.BoundedSemaphore, model: HEModel, session: Session, blob: bytes) -> bytes:
-    try:
-        tensor = ts.ckks_tensor_from(session.context, blob)
-    except Exception as exc:
-        raise HTTPException(
-            400, f"not a CKKS tensor for this session's context ({type(exc).__name__}: {str(exc)[:120]})"
-        ) from None
-    if tensor.shape != [model.input_dim]:
-        raise HTTPException(
-            422, f"the batch has shape {tensor.shape}; the model takes {model.input_dim} features (one ciphertext each)"
-        )
+    """Parse and evaluate under the gate: at most ``max_concurrent`` batches live in SEAL's memory at once (its pool
+    keeps what it once held, so this bounds the server's memory as well as its CPU)."""
     with gate:
+        try:
+            tensor = ts.ckks_tensor_from(session.context, blob)
+        except Exception as exc:
+            raise HTTPException(
+                400, f"not a CKKS tensor for this session's context ({type(exc).__name__}: {str(exc)[:120]})"
+            ) from None
+        if tensor.shape != [model.input_dim]:
+            raise HTTPException(
+                422,
+                f"the batch has shape {tensor.shape}; the model takes {model.input_dim} features (one ciphertext each)",
+            )
         try:
             result = model.encrypted(tensor)
         except ValueError as exc:  # scale out of bounds, end of the modulus chain, ...
