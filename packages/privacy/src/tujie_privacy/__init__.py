@@ -1,7 +1,5 @@
-"""tujie privacy: Opacus DP-SGD for any core run, membership-inference audit, TenSEAL encryption.
-
-Built so far: ``tujie_privacy.scan`` (direct identifiers in data, with checksums, and redaction). DP-SGD, the
-membership-inference audit and the report card arrive with issue 11.
-"""
+"""tujie privacy: Opacus DP-SGD for any core run (``dp``), a membership-inference audit (``audit``), an identifier
+scan of data (``scan``), a privacy report card per run (``report``) and encrypted inference as a service, CKKS
+through TenSEAL (``he``)."""
 
 __version__ = "0.1.0"
