@@ -15,11 +15,13 @@ oversized or made for other parameters is answered with a 4xx naming the problem
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,7 +59,8 @@ class Session:
 
 
 class SessionStore:
-    """Sessions by unguessable id, expired after ``ttl`` seconds idle (swept on every access)."""
+    """Sessions by unguessable id, expired after ``session_ttl`` seconds idle (swept on every access and by the
+    app every min(ttl, 60) s)."""
 
     def __init__(self, limits: ServiceLimits) -> None:
         self.limits = limits
@@ -91,6 +94,11 @@ class SessionStore:
         if found:
             release_memory()
         return found
+
+    def sweep(self) -> None:
+        """Drop expired sessions now (also done on every access)."""
+        with self._lock:
+            self._sweep()
 
     def _sweep(self) -> None:
         now = time.monotonic()
@@ -141,7 +149,19 @@ def create_app(models: Mapping[str, HEModel], limits: ServiceLimits | None = Non
         raise ValueError("the service needs at least one model")
     store = SessionStore(limits)
     gate = threading.BoundedSemaphore(limits.max_concurrent)
-    app = FastAPI(title="tujie encrypted inference", version="1")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async def sweeper() -> None:  # idle sessions give their memory back even when no request comes
+            while True:
+                await asyncio.sleep(min(limits.session_ttl, 60.0))
+                store.sweep()
+
+        task = asyncio.create_task(sweeper())
+        yield
+        task.cancel()
+
+    app = FastAPI(title="tujie encrypted inference", version="1", lifespan=lifespan)
     app.state.store = store
     app.state.limits = limits
 
