@@ -68,6 +68,7 @@ EXTENSION_API: dict[str, tuple[str, ...]] = {
     "tujie_core.protocols": ("DETECTORS", "Detection", "Detector"),
     "tujie_core.registry": ("format_validation_error", "suggest", "validate_kwargs"),
     "tujie_core.run": ("load_run",),
+    "tujie_core.runs": ("parse_config",),  # a run config from a mapping (a demo's or a user's inline config)
     "tujie_core.tasks": ("SpecLike",),
     "tujie_core.report": ("replace_section", "save_figure", "write_report"),
     "tujie_core.transfer": ("head_parameters", "load_matching"),
