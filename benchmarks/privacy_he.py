@@ -257,11 +257,9 @@ def text_part(root: Path, rows: int) -> list[Row]:
     }
     run_dir = train(config, [], root / "text")
     compiled = compile_run(run_dir)
-    _, _, model, _ = split_arrays(run_dir, "val")
-    rows_, _ = measure(
-        "text head (SST-2 dev, MiniLM + linear)", compiled, dev_x, np.array(dev_labels), torch_outputs(model, dev_x)
-    )
-    return rows_
+    model = load_run(run_dir).task.model.eval()
+    reference = torch_outputs(model, dev_x)
+    return measure("text head (SST-2 dev, MiniLM + linear)", compiled, dev_x, np.array(dev_labels), reference)
 
 
 def digits_part(root: Path) -> list[Row]:
