@@ -282,3 +282,13 @@ def test_a_run_on_data_standardised_outside_the_model_takes_raw_features(tmp_pat
     x = load_breast_cancer().data[:50]
     expected = torch_outputs(run.task.model, (x - np.asarray(scaling["mean"])) / np.asarray(scaling["std"]))
     np.testing.assert_allclose(compiled.plain(x), expected, atol=1e-4)
+
+
+def test_a_bare_linear_head_compiles_like_a_text_classifiers_classifier(inputs: np.ndarray) -> None:
+    torch.manual_seed(1)
+    head = torch.nn.Linear(6, 4)  # e.g. a mean-pooled tujie_nlp classifier's hf_model.classifier over embeddings
+    compiled = compile_model(head, output="logits")
+    assert compiled.describe() == "linear(6→4) → logits" and compiled.depth == 1
+    keys = HEClient(compiled.parameters())
+    decrypted = keys.decrypt(compiled.encrypted(keys.encrypt(inputs)), len(inputs))
+    assert np.abs(decrypted - torch_outputs(head, inputs)).max() < 1e-3
