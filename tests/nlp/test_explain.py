@@ -76,7 +76,7 @@ def test_target_defaults_to_the_predicted_label(classifier: TextClassifier) -> N
         assert (e.target, e.predicted) == (label, label)
         assert e.target_index == classifier.labels.names.index(label)
         probs = classifier.predict_proba([text])[0].tolist()
-        assert list(e.probabilities.values()) == pytest.approx(probs)
+        assert list(e.probabilities.values()) == pytest.approx(probs, abs=1e-6)
 
 
 def test_explicit_target_flips_binary_attributions(classifier: TextClassifier) -> None:

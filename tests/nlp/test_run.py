@@ -51,6 +51,13 @@ def test_a_run_folder_has_model_report_and_metrics(tiny_bert: Path, sentiment_cs
     )
     report = (run / "report.md").read_text()
     assert "## Data" in report and "Encoder:" in report
+    # the classical baseline on the same splits, side by side, with a verdict sentence
+    assert {"baseline/val/accuracy", "baseline/test/accuracy", "baseline/test/f1_macro"} <= set(result.metrics)
+    assert "## Classical baseline" in report and "| test | accuracy |" in report
+    assert ("The baseline wins" in report) == (
+        result.metrics["baseline/test/accuracy"] >= result.metrics["test/accuracy"]
+    )
+    assert (run / "baseline" / "baseline.safetensors").is_file()
     loaded = TextClassifier.from_pretrained(run / "model")
     assert loaded.labels.names == ["neg", "pos"]
     test = result.details["tables"]["test"]

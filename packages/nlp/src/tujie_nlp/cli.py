@@ -49,22 +49,25 @@ def train(
     epochs: int | None = typer.Option(None, help="trainer.max_epochs"),
     resume: Path | None = typer.Option(None, help="a run folder to continue"),
     overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: data.max_length=64"),
+    baseline_only: bool = typer.Option(False, "--baseline-only", help="fit only the TF-IDF baseline (seconds)"),
     dp: str | None = DP_OPTION,
 ) -> None:
-    """Fine-tune a text classifier and write a run folder (checkpoints, model/, report.md)."""
+    """Fine-tune a text classifier and write a run folder (checkpoints, model/, baseline/, report.md). A TF-IDF +
+    logistic-regression baseline is fitted on the same splits and compared in the report."""
     from tujie_core import train_from_config
     from tujie_nlp.run import load_text_config
 
     shortcuts = {"data.train": train_file, "data.val": val_file, "data.test": test_file}
-    shortcuts |= {"encoder": encoder, "trainer.max_epochs": epochs}
+    shortcuts |= {"encoder": encoder, "trainer.max_epochs": epochs, "baseline_only": baseline_only or None}
     extra = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
     if resume is not None and config is None and (resume / "config.yaml").is_file():
         config = resume / "config.yaml"
     result = train_from_config(load_text_config(config, [*extra, *overrides], plugin_flags(dp)), resume=resume)
-    for split, rows in result.details["bad_rows"].items():
+    for split, rows in result.details.get("bad_rows", {}).items():
         _warn_bad(f"{split} data", rows)
-    _print_metrics("metrics (best checkpoint)", result.metrics)
-    console.print(f"run folder: {result.run_dir}\nmodel: {result.run_dir / 'model'}\nreport: {result.report}")
+    _print_metrics("baseline metrics" if baseline_only else "metrics (best checkpoint)", result.metrics)
+    model = "" if baseline_only else f"\nmodel: {result.run_dir / 'model'}"
+    console.print(f"run folder: {result.run_dir}{model}\nreport: {result.report}")
 
 
 @app.command()
@@ -109,13 +112,19 @@ def predict(
     chunk_size: int = typer.Option(1024, min=1, help="rows read, predicted and written at a time"),
     workers: int | None = typer.Option(None, min=1, help="tokenising threads (default: one per core)"),
     restart: bool = typer.Option(False, "--restart", help="start over instead of resuming an interrupted run"),
+    baseline: bool = typer.Option(False, "--baseline", help="use the run's TF-IDF baseline instead of the encoder"),
 ) -> None:
     """Classify every good row of a file of any size, streaming; bad rows go to OUTPUT.rejects.csv, and a rerun
     after an interruption resumes where it stopped."""
-    from tujie_nlp.run import predict_file
+    from tujie_nlp.baseline import TextBaseline
+    from tujie_nlp.run import BASELINE_DIR, predict_file
 
+    model: Path | TextBaseline = model_dir
+    if baseline:  # the run folder, or its model/ folder beside baseline/
+        folder = model_dir / BASELINE_DIR if (model_dir / BASELINE_DIR).is_dir() else model_dir.parent / BASELINE_DIR
+        model = TextBaseline.load(folder)
     summary = predict_file(
-        model_dir,
+        model,
         data,
         output,
         text_column=text_column,

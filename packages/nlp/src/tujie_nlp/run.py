@@ -8,6 +8,7 @@ and ``bad_rows.txt`` when input rows were skipped.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from tujie_core.compress import CompressionResult
 from tujie_core.config import ComponentSpec, Strict, add_plugin, apply_overrides, read_yaml
 from tujie_core.inference import InferenceSummary, Rejected, file_fingerprint, module_fingerprint, predict_stream
 from tujie_core.progress import Mode
+from tujie_nlp.baseline import TextBaseline
 from tujie_nlp.classifier import TextClassifier
 from tujie_nlp.data import LabelVocab, TextFormat, TextTable, _row_problem, iter_records, read_texts
 from tujie_nlp.encoders import DEFAULT_ENCODER
@@ -93,6 +95,8 @@ class TextRunConfig(TrainedRunConfig):
     scheduler: ComponentSpec | None = ComponentSpec(name="linear")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of optimizer steps spent warming up")
     trainer: TrainerConfig = TrainerConfig(max_epochs=3, monitor="val/accuracy", mode="max")
+    baseline: bool = Field(True, description="also fit TF-IDF + logistic regression on the same splits (seconds)")
+    baseline_only: bool = Field(False, description="fit only the baseline: no encoder is loaded or trained")
 
 
 def load_text_config(
@@ -252,6 +256,8 @@ class TextClassificationRun(RunKind):
         train = tables["train"]
         assert train is not None and train.labels is not None
         labels = LabelVocab.from_labels(train.labels, data.multi_label)
+        if config.baseline_only:
+            return _baseline_only(config, context, tables, labels)
         classifier = TextClassifier.from_encoder(
             config.encoder, labels, max_length=data.max_length, dropout=config.dropout, pooling=config.pooling
         )
@@ -288,6 +294,11 @@ class TextClassificationRun(RunKind):
         }
         metrics = {k: v for ev in evaluations.values() for k, v in ev.metrics.items()}
         bad = {split: t.bad for split, t in tables.items() if t is not None and t.bad}
+        sections = [*trainer.report_sections(), _data_section(tables, classifier)]
+        if trainer.fabric.is_global_zero and config.baseline:
+            baseline_metrics, section = fit_baseline(tables, labels, run_dir, config.trainer.seed, metrics)
+            metrics |= baseline_metrics
+            sections.insert(0, section)
         if trainer.fabric.is_global_zero:
             classifier.model.eval()
             classifier.save_pretrained(run_dir / "model")
@@ -301,7 +312,7 @@ class TextClassificationRun(RunKind):
             evaluations=evaluations,
             history=trainer.state.history,
             class_names=labels.names,
-            sections=[*trainer.report_sections(), _data_section(tables, classifier)],
+            sections=sections,
             summary={"epochs": trainer.state.epoch, "steps": trainer.state.step},
             model=classifier,
             warnings=[tables[s].bad_report() for s in bad],  # type: ignore[union-attr]
@@ -355,6 +366,89 @@ def _data_section(tables: dict[str, TextTable | None], classifier: TextClassifie
     return "\n".join(lines)
 
 
+BASELINE_DIR = "baseline"
+
+
+def fit_baseline(
+    tables: dict[str, TextTable | None],
+    labels: LabelVocab,
+    run_dir: Path,
+    seed: int,
+    fine_tuned: dict[str, float] | None = None,
+) -> tuple[dict[str, float], str]:
+    """Fit the TF-IDF baseline on the run's splits, save it to ``RUN/baseline/`` and return its metrics
+    (``baseline/{split}/{metric}``) and the report section comparing it with the fine-tuned model's metrics."""
+    train = tables["train"]
+    assert train is not None
+    baseline = TextBaseline.fit(train, tables.get("val"), labels, seed)
+    baseline.save(run_dir / BASELINE_DIR)
+    scores = {
+        split: baseline.scores(table)
+        for split in ("val", "test")
+        if (table := tables.get(split)) is not None and len(table) and table.labels is not None
+    }
+    metrics = {f"baseline/{split}/{k}": v for split, values in scores.items() for k, v in values.items()}
+    return metrics, baseline_section(baseline.info, scores, fine_tuned or {})
+
+
+def baseline_section(info: dict[str, Any], scores: dict[str, dict[str, float]], fine_tuned: dict[str, float]) -> str:
+    """The report's comparison: each split's accuracy and macro-F1 for both models, and a plain sentence."""
+    lines = [
+        "## Classical baseline",
+        "",
+        f"TF-IDF (word 1–2-grams, character 2–5-grams) + logistic regression, C = {info['C']:g} "
+        f"({info['chosen_by']}), fitted in {info['fit_seconds']:.1f} s on {info['training_rows']:,} rows "
+        f"(`{BASELINE_DIR}/`; `tujie nlp predict RUN FILE --baseline` uses it).",
+        "",
+    ]
+    if not scores:
+        return "\n".join([*lines, "No validation or test split to score it on."])
+    compare = any(f"{split}/accuracy" in fine_tuned for split in scores)
+    lines += (
+        ["| split | metric | fine-tuned | baseline | difference |", "|---|---|---:|---:|---:|"]
+        if compare
+        else ["| split | metric | baseline |", "|---|---|---:|"]
+    )
+    for split, values in scores.items():
+        for metric, value in values.items():
+            tuned = fine_tuned.get(f"{split}/{metric}")
+            if compare and tuned is not None:
+                lines.append(f"| {split} | {metric} | {tuned:.4f} | {value:.4f} | {tuned - value:+.4f} |")
+            elif not compare:
+                lines.append(f"| {split} | {metric} | {value:.4f} |")
+    split = "test" if "test" in scores else "val"
+    tuned = fine_tuned.get(f"{split}/accuracy")
+    if tuned is not None:
+        base = scores[split]["accuracy"]
+        verdict = (
+            f"**The baseline wins on {split} accuracy** ({base:.2%} against the fine-tuned model's {tuned:.2%}), "
+            f"fitted in {info['fit_seconds']:.1f} s: prefer it, or let the model see more of each text (a longer "
+            "`data.max_length`), train longer or use a larger encoder."
+            if base >= tuned
+            else f"The fine-tuned model beats the baseline on {split} accuracy by {100 * (tuned - base):.2f} points."
+        )
+        lines += ["", verdict]
+    return "\n".join(lines)
+
+
+def _baseline_only(
+    config: TextRunConfig, context: RunContext, tables: dict[str, TextTable | None], labels: LabelVocab
+) -> RunOutput:
+    """A run folder holding just the baseline: no encoder is loaded or trained."""
+    run_dir = context.open()
+    metrics, section = fit_baseline(tables, labels, run_dir, config.trainer.seed)
+    scores = {k.removeprefix("baseline/"): v for k, v in metrics.items()}  # the run's own metrics, unprefixed
+    return RunOutput(
+        scores,
+        title=f"Text classification baseline: {config.name}",
+        header=f"Baseline only (`--baseline-only`): no encoder trained. {len(labels)} labels.",
+        class_names=labels.names,
+        sections=[section],
+        summary={"baseline_only": True},
+        details={"tables": tables},
+    )
+
+
 # ---- evaluation and prediction of a saved model ---------------------------------------------------------------
 def evaluate_text(
     model_dir: str | Path,
@@ -381,7 +475,7 @@ def evaluate_text(
 
 
 def predict_file(
-    model_dir: str | Path | TextClassifier,
+    model_dir: str | Path | TextClassifier | TextBaseline,
     path: str | Path,
     output: str | Path,
     *,
@@ -398,11 +492,16 @@ def predict_file(
     """Predict every good row of a file of any size into a CSV (``line``, ``text``, ``label``, one ``p_<label>``
     column per label), streaming with core's inference engine: memory flat in file size, tokenisation on
     ``workers`` threads, bad rows (line, reason) in ``<output>.rejects.csv``, and a rerun after an interruption
-    resumes where it stopped (same file, model and options) with output identical to an uninterrupted run."""
-    classifier = model_dir if isinstance(model_dir, TextClassifier) else TextClassifier.from_pretrained(model_dir)
+    resumes where it stopped (same file, model and options) with output identical to an uninterrupted run.
+    ``model_dir`` may also be a run's :class:`TextBaseline` (no tokenisation; the TF-IDF model predicts)."""
+    model: TextClassifier | TextBaseline = (
+        model_dir
+        if isinstance(model_dir, (TextClassifier, TextBaseline))
+        else TextClassifier.from_pretrained(model_dir)
+    )
     columns = [c for c in (text_column, text_pair_column) if c]
     iter_records(path, format=format, columns=columns)  # a missing file or column fails now, not in a worker
-    names = classifier.labels.names
+    names = model.labels.names
     tokenizing = threading.Lock()  # a fast tokenizer is not safe to call from two threads; it parallelises itself
 
     def prepare(records: list[dict[str, Any] | str]) -> list[Any]:
@@ -417,27 +516,42 @@ def predict_file(
                 continue
             good.append((str(record[text_column]), str(record[text_pair_column]) if text_pair_column else None))
             items.append(None)
-        with tokenizing:
-            ids = classifier.tokenize([t for t, _ in good], [p for _, p in good] if text_pair_column else None)
+        if isinstance(model, TextBaseline):
+            ids: list[Any] = [None] * len(good)
+        else:
+            with tokenizing:
+                ids = model.tokenize([t for t, _ in good], [p for _, p in good] if text_pair_column else None)
         filled = iter(zip(good, ids, strict=True))
         return [item if isinstance(item, Rejected) else next(filled) for item in items]
 
-    def predict(items: list[tuple[tuple[str, str | None], list[int]]]) -> list[list[Any]]:
-        probs = classifier.predict_ids([ids for _, ids in items], batch_size=batch_size).tolist()
+    def probabilities(items: list[tuple[tuple[str, str | None], Any]]) -> list[list[float]]:
+        if isinstance(model, TextBaseline):
+            texts = [text for (text, _), _ in items]
+            pairs = [pair or "" for (_, pair), _ in items] if text_pair_column else None
+            return model.probabilities(texts, pairs).tolist()
+        return model.predict_ids([ids for _, ids in items], batch_size=batch_size).tolist()
+
+    def predict(items: list[tuple[tuple[str, str | None], Any]]) -> list[list[Any]]:
         rows = []
-        for ((text, _), _), row in zip(items, probs, strict=True):
-            if classifier.labels.multi_label:
+        for ((text, _), _), row in zip(items, probabilities(items), strict=True):
+            if model.labels.multi_label:
                 label = "|".join(n for n, p in zip(names, row, strict=True) if p > threshold)
             else:
                 label = names[max(range(len(row)), key=row.__getitem__)]
             rows.append([text, label, *(f"{p:.6f}" for p in row)])
         return rows
 
+    fingerprint = (
+        hashlib.sha256(model.coef.tobytes()).hexdigest()
+        if isinstance(model, TextBaseline)
+        else module_fingerprint(model.model)
+    )
+    max_length = None if isinstance(model, TextBaseline) else model.max_length
     job = {
         "input": file_fingerprint(path),
-        "model": module_fingerprint(classifier.model),
+        "model": fingerprint,
         "labels": names,
-        "options": [text_column, text_pair_column, format, batch_size, threshold, classifier.max_length],
+        "options": [text_column, text_pair_column, format, batch_size, threshold, max_length],
     }
     return predict_stream(
         lambda: iter_records(path, format=format, columns=columns),
