@@ -230,3 +230,24 @@ def test_mean_pooling_is_saved_and_differs_from_the_cls_head(tiny_bert: Path, tm
     assert torch.equal(loaded.predict_proba(texts), mean.predict_proba(texts))
     with pytest.raises(ConfigError, match="pooling must be one of"):
         TextClassifier.from_encoder(tiny_bert, ["a", "b"], pooling="max")
+
+
+def test_truncation_reads_the_head_the_tail_or_both_ends(tiny_bert: Path, tmp_path: Path) -> None:
+    document = " ".join(f"w{i}" for i in range(300))  # far longer than 16 tokens
+    heads = {}
+    for truncation in ("head", "tail", "head+tail"):
+        clf = TextClassifier.from_encoder(tiny_bert, ["a", "b"], max_length=16, truncation=truncation)
+        (ids,) = clf.tokenize([document])
+        assert len(ids) == 16 and ids[0] == clf.tokenizer.cls_token_id and ids[-1] == clf.tokenizer.sep_token_id
+        heads[truncation] = clf.tokenizer.decode(ids[1:-1])
+        assert clf.tokenize(["short text"]) == TextClassifier.from_encoder(tiny_bert, ["a", "b"]).tokenize(
+            ["short text"]
+        )
+    whole = clf.tokenizer(document, add_special_tokens=False)["input_ids"]
+    decode = clf.tokenizer.decode
+    assert heads["head"] == decode(whole[:14]) and heads["tail"] == decode(whole[-14:])
+    assert heads["head+tail"] == decode(whole[:3] + whole[-11:])  # a quarter of 14 from the head, the rest the tail
+    saved = TextClassifier.from_pretrained(clf.save_pretrained(tmp_path / "model"))
+    assert saved.truncation == "head+tail" and saved.tokenize([document]) == clf.tokenize([document])
+    with pytest.raises(ConfigError, match="truncation must be one of"):
+        TextClassifier.from_encoder(tiny_bert, ["a", "b"], truncation="middle")

@@ -283,3 +283,10 @@ def test_predict_file_interrupted_then_rerun_matches_an_uninterrupted_run(
         tmp_path / "part.csv.rejects.csv"
     ).read_text() == "line,reason\n124,invalid JSON (Expecting property name enclosed in double quotes at column 2)\n"
     assert whole.predicted == 299
+
+
+def test_truncation_and_baseline_options_are_checked_in_the_config() -> None:
+    config = load_text_config(None, ["data.truncation=head+tail", "baseline=false"])
+    assert config.data.truncation == "head+tail" and not config.baseline
+    with pytest.raises(ConfigError, match="truncation"):
+        load_text_config(None, ["data.truncation=middle"])

@@ -36,6 +36,8 @@ from tujie_nlp.encoders import (
 from tujie_nlp.modeling import SequenceClassifier, TextClassificationTask
 
 METADATA_NAME = "tujie_nlp.json"
+TRUNCATIONS = ("head", "tail", "head+tail")
+HEAD_SHARE = 0.25  # head+tail: a quarter head, the rest tail (Sun et al. 2019: 128 + 382 of BERT's 510 was best)
 
 
 class TextClassifier:
@@ -49,12 +51,16 @@ class TextClassifier:
         *,
         max_length: int = 128,
         encoder: str = DEFAULT_ENCODER,
+        truncation: str = "head",
     ) -> None:
+        if truncation not in TRUNCATIONS:
+            raise ConfigError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got '{truncation}'")
         self.model = model
         self.tokenizer = tokenizer
         self.labels = labels
         self.max_length = max_length
         self.encoder = encoder
+        self.truncation = truncation
 
     # ---- construction -----------------------------------------------------------------------------------------
     @classmethod
@@ -67,12 +73,15 @@ class TextClassifier:
         max_length: int = 128,
         dropout: float | None = None,
         pooling: str = "auto",
+        truncation: str = "head",
     ) -> TextClassifier:
         """A pre-trained encoder with a new, randomly initialised head for ``labels``.
 
         ``encoder``: a registered short name (``minilm-l6``, the default, ships with the package), a local
         folder, or a hub id. ``dropout`` overrides the head's dropout. ``pooling``: ``cls``, ``mean``, or
         ``auto`` (mean for sentence-transformers encoders that were trained with it, such as the default).
+        ``truncation``: which ``max_length`` tokens of a longer text the model reads: ``head`` (the first),
+        ``tail`` (the last) or ``head+tail`` (the first quarter and the last three quarters of the budget).
         """
         from transformers import AutoModelForSequenceClassification
 
@@ -99,7 +108,8 @@ class TextClassifier:
             model = SequenceClassifier(hf, tokenizer.pad_token_id, tokenizer.sep_token_id, pooling).eval()
         except ValueError as exc:
             raise ConfigError(f"encoder '{encoder}': {exc}") from None
-        return cls(model, tokenizer, vocab, max_length=_max_length(max_length, tokenizer), encoder=str(encoder))
+        length = _max_length(max_length, tokenizer)
+        return cls(model, tokenizer, vocab, max_length=length, encoder=str(encoder), truncation=truncation)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> TextClassifier:
@@ -117,7 +127,14 @@ class TextClassifier:
         pooling = meta.get("pooling", "cls")
         model = SequenceClassifier(hf, tokenizer.pad_token_id, tokenizer.sep_token_id, pooling).eval()
         labels = LabelVocab(meta["labels"], meta["multi_label"])
-        return cls(model, tokenizer, labels, max_length=meta["max_length"], encoder=meta.get("encoder", ""))
+        return cls(
+            model,
+            tokenizer,
+            labels,
+            max_length=meta["max_length"],
+            encoder=meta.get("encoder", ""),
+            truncation=meta.get("truncation", "head"),
+        )
 
     def save_pretrained(self, path: str | Path) -> Path:
         path = Path(path)
@@ -129,6 +146,7 @@ class TextClassifier:
             "labels": self.labels.names,
             "multi_label": self.labels.multi_label,
             "max_length": self.max_length,
+            "truncation": self.truncation,
             "encoder": self.encoder,
             "pooling": self.model.pooling,  # plain transformers always uses the [CLS] head
         }
@@ -137,13 +155,21 @@ class TextClassifier:
 
     # ---- data -------------------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[list[int]]:
-        """Token ids with special tokens, truncated to ``max_length`` (pairs: longest first)."""
+        """Token ids with special tokens, cut to ``max_length`` as ``truncation`` says (pairs: longest first,
+        from the end)."""
         if not texts:
             return []
-        encoded = self.tokenizer(
-            list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=self.max_length
-        )
-        return encoded["input_ids"]
+        if self.truncation == "head" or pairs is not None:
+            encoded = self.tokenizer(
+                list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=self.max_length
+            )
+            return encoded["input_ids"]
+        template = self.tokenizer("")["input_ids"]  # the special tokens around a text: [CLS] [SEP], <s> </s>
+        start, end = template[:1], template[1:]
+        budget = self.max_length - len(template)
+        with quiet_transformers():  # whole documents are longer than the encoder's limit, on purpose
+            whole = self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+        return [start + _cut(ids, budget, self.truncation) + end for ids in whole]
 
     def dataset(self, table: TextTable) -> TokenizedTexts:
         """Tokenised rows of ``table`` with encoded targets (when it has labels)."""
@@ -259,6 +285,16 @@ class TextClassifier:
         if self.labels.multi_label:
             return [[names[j] for j in torch.nonzero(row > threshold).flatten().tolist()] for row in probs]
         return [names[i] for i in probs.argmax(-1).tolist()]
+
+
+def _cut(ids: list[int], budget: int, truncation: str) -> list[int]:
+    """``budget`` tokens of ``ids``: the last ones (``tail``) or the first quarter and the last three quarters."""
+    if len(ids) <= budget:
+        return ids
+    if truncation == "tail":
+        return ids[len(ids) - budget :]
+    head = int(budget * HEAD_SHARE)
+    return ids[:head] + ids[len(ids) - (budget - head) :]
 
 
 def _max_length(requested: int, tokenizer: Any) -> int:

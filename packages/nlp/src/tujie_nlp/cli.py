@@ -49,6 +49,7 @@ def train(
     epochs: int | None = typer.Option(None, help="trainer.max_epochs"),
     resume: Path | None = typer.Option(None, help="a run folder to continue"),
     overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: data.max_length=64"),
+    truncation: str | None = typer.Option(None, help="head | tail | head+tail: which tokens of a long text are read"),
     baseline_only: bool = typer.Option(False, "--baseline-only", help="fit only the TF-IDF baseline (seconds)"),
     dp: str | None = DP_OPTION,
 ) -> None:
@@ -59,6 +60,7 @@ def train(
 
     shortcuts = {"data.train": train_file, "data.val": val_file, "data.test": test_file}
     shortcuts |= {"encoder": encoder, "trainer.max_epochs": epochs, "baseline_only": baseline_only or None}
+    shortcuts |= {"data.truncation": truncation}
     extra = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
     if resume is not None and config is None and (resume / "config.yaml").is_file():
         config = resume / "config.yaml"

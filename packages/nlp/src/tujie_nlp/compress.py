@@ -110,7 +110,14 @@ def compress_text(
         train = clf.loader(clf.dataset(train_table), batch_size, shuffle=True, seed=base.seed)
         Trainer(base.model_copy(update={"max_epochs": epochs})).fit(task, train)
         student.eval()
-        distilled = TextClassifier(student, clf.tokenizer, clf.labels, max_length=clf.max_length, encoder=clf.encoder)
+        distilled = TextClassifier(
+            student,
+            clf.tokenizer,
+            clf.labels,
+            max_length=clf.max_length,
+            encoder=clf.encoder,
+            truncation=clf.truncation,
+        )
         distilled.save_pretrained(output_dir / "student")
         return student
 

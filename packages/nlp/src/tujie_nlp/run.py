@@ -63,6 +63,9 @@ class TextDataConfig(Strict):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.0, ge=0, lt=1)
     max_length: int = Field(128, ge=8)
+    truncation: Literal["head", "tail", "head+tail"] = Field(
+        "head", description="which max_length tokens of a longer text are read: first, last, or both ends"
+    )
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(128, ge=1)
     group_by_length: bool = Field(True, description="training batches of similar length (less padding); False: random")
@@ -259,7 +262,12 @@ class TextClassificationRun(RunKind):
         if config.baseline_only:
             return _baseline_only(config, context, tables, labels)
         classifier = TextClassifier.from_encoder(
-            config.encoder, labels, max_length=data.max_length, dropout=config.dropout, pooling=config.pooling
+            config.encoder,
+            labels,
+            max_length=data.max_length,
+            dropout=config.dropout,
+            pooling=config.pooling,
+            truncation=data.truncation,
         )
         transfer = config.transfer
         try:
@@ -361,7 +369,8 @@ def _data_section(tables: dict[str, TextTable | None], classifier: TextClassifie
             lines.append(f"| {split} | `{table.path}` | {len(table):,} | {len(table.bad):,} |")
     lines += [
         "",
-        f"Labels: {', '.join(f'`{n}`' for n in classifier.labels.names)}; max_length {classifier.max_length} tokens.",
+        f"Labels: {', '.join(f'`{n}`' for n in classifier.labels.names)}; max_length {classifier.max_length} tokens, "
+        f"truncation `{classifier.truncation}`.",
     ]
     return "\n".join(lines)
 
