@@ -210,4 +210,7 @@ def test_the_nlp_cli_flag_trains_a_private_text_classifier(tiny_bert: Path, sent
     (facts_file,) = tmp_path.rglob("dp.json")
     facts = json.loads(facts_file.read_text())
     assert 0 < facts["epsilon"] <= 8 and facts["steps"] == 2 * (facts["dataset_size"] // 8)  # 1/q per epoch
-    assert "Differential privacy" in (facts_file.parent / "report.md").read_text()
+    report = (facts_file.parent / "report.md").read_text()
+    assert "Differential privacy" in report
+    # no non-private TF-IDF baseline on the same data beside a DP model
+    assert "Not fitted: this is a DP run" in report and not (facts_file.parent / "baseline").exists()

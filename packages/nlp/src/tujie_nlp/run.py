@@ -200,7 +200,7 @@ class TextClassificationRun(RunKind):
         return super().parse(merged)  # type: ignore[return-value]
 
     def trial_overrides(self) -> dict[str, Any]:
-        return {"trainer.progress": "none"}
+        return {"trainer.progress": "none", "baseline": False}  # a search compares trials, not the baseline
 
     def folds(self, config: TextRunConfig, folds: int, stratified: bool) -> list[dict[str, TextTable | None]]:  # type: ignore[override]
         """Folds over the training rows (plus a validation file, if any); the test split stays out."""
@@ -303,10 +303,17 @@ class TextClassificationRun(RunKind):
         metrics = {k: v for ev in evaluations.values() for k, v in ev.metrics.items()}
         bad = {split: t.bad for split, t in tables.items() if t is not None and t.bad}
         sections = [*trainer.report_sections(), _data_section(tables, classifier)]
-        if trainer.fabric.is_global_zero and config.baseline:
+        private = any(plugin.name == "dp" for plugin in config.plugins)
+        if trainer.fabric.is_global_zero and config.baseline and not private:
             baseline_metrics, section = fit_baseline(tables, labels, run_dir, config.trainer.seed, metrics)
             metrics |= baseline_metrics
             sections.insert(0, section)
+        elif config.baseline and private:  # a non-private model of the same data would void the DP guarantee
+            sections.insert(
+                0,
+                "## Classical baseline\n\nNot fitted: this is a DP run, and a model trained on the same "
+                "data without DP would leak what DP protects.",
+            )
         if trainer.fabric.is_global_zero:
             classifier.model.eval()
             classifier.save_pretrained(run_dir / "model")
