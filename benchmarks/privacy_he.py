@@ -52,7 +52,7 @@ from tujie_core import load_config, train_from_config
 from tujie_core.config import read_yaml
 from tujie_core.run import load_run
 from tujie_core.runs import parse_config
-from tujie_privacy.he import BackgroundServer, HEModel, ServiceClient, compile_run, free_port
+from tujie_privacy.he import BackgroundServer, HEModel, ServiceClient, compile_run, free_port, wait_until_serving
 
 TENSEAL_LR = (334.0, "TenSEAL tutorial: encrypted logistic regression, 334 samples in ≈ 1 s")
 TENSEAL_CNN_MS = (2000.0, "TenSEAL tutorial: encrypted MNIST CNN, ≈ 2 s per image")
@@ -290,12 +290,7 @@ def load_part(model_dir: Path, clients: int, requests: int, batch: int) -> list[
     ]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{url}/health")
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_serving(url)
         process = psutil.Process(server.pid)
         cold = process.memory_info().rss
         x = np.random.default_rng(0).normal(size=(batch, 30)) * 10 + 50

@@ -3,7 +3,6 @@ encryption, the HTTP service with its limits, and the CLI."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from tujie_privacy.he import (
     compile_model,
     context_facts,
     free_port,
+    wait_until_serving,
 )
 
 
@@ -217,19 +217,11 @@ def test_cli_compiles_serves_and_predicts_a_file_skipping_bad_rows(tujie, square
     rows[5] = "1,2,3"  # a short line 6
     (tmp_path / "digits.csv").write_text("\n".join(rows) + "\n")
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [str(Path(sys.executable).parent / "tujie"), "privacy", "he-serve", f"digits={tmp_path / 'he'}"]
-    serve = subprocess.Popen(
-        [*command, "--port", str(port)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    serve = subprocess.Popen([*command, "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                httpx.get(f"{url}/health")
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_serving(url)
         done = tujie("privacy", "he-predict", url, str(tmp_path / "digits.csv"), "--output", "p.csv", cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         assert "18 of 20 rows predicted under encryption" in done.stdout and "2 rejected" in done.stdout

@@ -11,7 +11,7 @@
 from tujie_privacy.he.client import HEClient, ServiceClient, ServiceError
 from tujie_privacy.he.model import Activation, HEModel, compile_model, compile_run, fit_activation
 from tujie_privacy.he.params import CKKSParameters, ParameterError, check_context, choose_parameters, context_facts
-from tujie_privacy.he.serve import BackgroundServer, free_port, serve
+from tujie_privacy.he.serve import BackgroundServer, free_port, serve, wait_until_serving
 from tujie_privacy.he.server import ServiceLimits, create_app
 
 __all__ = [
@@ -33,4 +33,5 @@ __all__ = [
     "fit_activation",
     "free_port",
     "serve",
+    "wait_until_serving",
 ]

@@ -20,6 +20,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+def wait_until_serving(url: str, timeout: float = 60.0) -> None:
+    """Block until the service at ``url`` answers ``/health`` (a server started in another process)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(f"{url}/health", timeout=5.0).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no encrypted-inference service answered at {url} within {timeout:.0f} s") from None
+            time.sleep(0.1)
+
+
 def _config(models: Mapping[str, HEModel], host: str, port: int, limits: ServiceLimits | None) -> uvicorn.Config:
     # access_log: method, path and status only (no payloads ever reach a log)
     return uvicorn.Config(create_app(models, limits), host=host, port=port, log_level="warning", access_log=False)
