@@ -475,6 +475,28 @@ def test_distillation_loss_matches_definition() -> None:
         DistillationTask(nn.Linear(3, 5), teacher, 5, alpha=1.5)
 
 
+class _Keywords(nn.Module):
+    """A model called with keyword arguments (``x``, ``scale``), as a mapping batch with ``input_key=None`` does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 5)
+
+    def forward(self, x: Tensor, scale: Tensor) -> Tensor:
+        return self.linear(x) * scale.unsqueeze(-1)
+
+
+def test_distillation_calls_student_and_teacher_with_a_mapping_batch() -> None:
+    torch.manual_seed(0)
+    student, teacher = _Keywords(), _Keywords()
+    task = DistillationTask(student, teacher, 5, temperature=2.0, alpha=0.5, input_key=None)
+    x, scale, y = torch.randn(4, 3), torch.tensor([1.0, 2.0, 0.5, 3.0]), torch.tensor([0, 1, 2, 3])
+    out = task.step({"x": x, "scale": scale, "target": y})
+    hard = F.cross_entropy(student(x, scale), y)
+    soft = task.distillation_loss(student(x, scale), teacher(x, scale))
+    torch.testing.assert_close(out.loss, 0.5 * hard + 0.5 * soft)
+
+
 def test_a_run_config_distils_from_a_teacher_run_into_another_architecture(tmp_path: Path) -> None:
     """``task: {name: distillation, teacher: RUN}`` (DeiT's recipe) with an MLP student of a CNN teacher. The
     teacher's classes are rotated by one (its head's rows rolled) and labels are ignored (alpha=1): the student

@@ -51,6 +51,10 @@ def test_evaluate_predict_and_explain(tujie, trained: Path, sentiment_csv: Path,
         (["train", "--encoder", "EMPTY"], "not a Hugging Face model folder"),
         (["pretrain", "missing.txt", "out", "--encoder", "ENCODER"], "missing.txt: no such file"),
         (["pretrain", "a.txt", "out", "--precision", "bf17"], "precision: Input should be '32-true'"),
+        (["train", "--encoder", "ENCODER", "--windows", "64/64"], "windows.stride must be in [1, windows.size = 64)"),
+        (["train", "--encoder", "ENCODER", "--windows", "256/96"], "windows.size 256 is above the encoder's limit"),
+        (["train", "--windows", "long"], "--windows: expected SIZE/STRIDE in tokens"),
+        (["train", "--pool", "max"], "--pool and --max-windows go with --windows SIZE/STRIDE"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(

@@ -115,9 +115,14 @@ class Task:
         return batch_length(target if target is not None else inputs)
 
     def forward(self, inputs: Any) -> Tensor:
+        return self.call(self.model, inputs)
+
+    def call(self, model: nn.Module, inputs: Any) -> Tensor:
+        """``model`` on a batch's inputs: a mapping's entries as keyword arguments when ``input_key`` is None, else
+        the inputs as one argument (a teacher or a reference model is called as the task's own model)."""
         if isinstance(inputs, Mapping) and self.input_key is None:
-            return self.model(**inputs)
-        return self.model(inputs)
+            return model(**inputs)
+        return model(inputs)
 
     def infer(self, inputs: Any) -> Tensor:
         """The forward pass of evaluation and prediction (the model in eval mode): :meth:`forward` by default;

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from tujie_core import ConfigError, DataError, Evaluation, Trainer
 from tujie_core.config import ComponentSpec
@@ -34,8 +34,10 @@ from tujie_nlp.encoders import (
     resolve_encoder,
 )
 from tujie_nlp.modeling import SequenceClassifier, TextClassificationTask
+from tujie_nlp.windows import WindowBatchSampler, WindowCollator, WindowedTexts, Windows, window_spans
 
 METADATA_NAME = "tujie_nlp.json"
+WINDOW_POOL_NAME = "window_pooling.safetensors"  # the attention pool's weights (not part of the HF model)
 TRUNCATIONS = ("head", "tail", "head+tail")
 HEAD_SHARE = 0.25  # head+tail: a quarter head, the rest tail (Sun et al. 2019: 128 + 382 of BERT's 510 was best)
 
@@ -52,15 +54,23 @@ class TextClassifier:
         max_length: int = 128,
         encoder: str = DEFAULT_ENCODER,
         truncation: str = "head",
+        windows: Windows | None = None,
     ) -> None:
         if truncation not in TRUNCATIONS:
             raise ConfigError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got '{truncation}'")
+        if windows is not None:
+            if truncation != "head":
+                raise ConfigError("truncation applies to one window per text; windows read the whole text, drop one")
+            windows.check(len(tokenizer("")["input_ids"]), position_limit(tokenizer, model.config))
+        if model.window_pool != (windows.pool if windows is not None else None):
+            raise ConfigError(f"the model pools windows by {model.window_pool}, the options say {windows}")
         self.model = model
         self.tokenizer = tokenizer
         self.labels = labels
         self.max_length = max_length
         self.encoder = encoder
         self.truncation = truncation
+        self.windows = windows
 
     # ---- construction -----------------------------------------------------------------------------------------
     @classmethod
@@ -74,6 +84,7 @@ class TextClassifier:
         dropout: float | None = None,
         pooling: str = "auto",
         truncation: str = "head",
+        windows: Windows | dict[str, Any] | None = None,
     ) -> TextClassifier:
         """A pre-trained encoder with a new, randomly initialised head for ``labels``.
 
@@ -82,6 +93,8 @@ class TextClassifier:
         ``auto`` (mean for sentence-transformers encoders that were trained with it, such as the default).
         ``truncation``: which ``max_length`` tokens of a longer text the model reads: ``head`` (the first),
         ``tail`` (the last) or ``head+tail`` (the first quarter and the last three quarters of the budget).
+        ``windows`` (a :class:`~tujie_nlp.windows.Windows` or its fields as a dict) reads every text as overlapping
+        windows pooled into one prediction instead (long documents).
         """
         from transformers import AutoModelForSequenceClassification
 
@@ -104,12 +117,17 @@ class TextClassifier:
             raise ConfigError(f"encoder '{encoder}': cannot load it offline ({exc})") from None
         # in eval mode like a loaded model (the Trainer switches to train mode while it trains)
         pooling = default_pooling(where) if pooling == "auto" else pooling
+        if isinstance(windows, dict):
+            windows = Windows(**windows)
+        pool = windows.pool if windows is not None else None
         try:
-            model = SequenceClassifier(hf, tokenizer.pad_token_id, tokenizer.sep_token_id, pooling).eval()
+            model = SequenceClassifier(hf, tokenizer.pad_token_id, tokenizer.sep_token_id, pooling, pool).eval()
         except ValueError as exc:
             raise ConfigError(f"encoder '{encoder}': {exc}") from None
         length = _max_length(max_length, tokenizer)
-        return cls(model, tokenizer, vocab, max_length=length, encoder=str(encoder), truncation=truncation)
+        return cls(
+            model, tokenizer, vocab, max_length=length, encoder=str(encoder), truncation=truncation, windows=windows
+        )
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> TextClassifier:
@@ -125,7 +143,13 @@ class TextClassifier:
             hf = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
             tokenizer = AutoTokenizer.from_pretrained(path)
         pooling = meta.get("pooling", "cls")
-        model = SequenceClassifier(hf, tokenizer.pad_token_id, tokenizer.sep_token_id, pooling).eval()
+        windows = Windows(**meta["windows"]) if meta.get("windows") else None
+        pool = windows.pool if windows is not None else None
+        model = SequenceClassifier(hf, tokenizer.pad_token_id, tokenizer.sep_token_id, pooling, pool).eval()
+        if model.window_attention is not None:
+            from safetensors.torch import load_file
+
+            model.window_attention.load_state_dict(load_file(path / WINDOW_POOL_NAME))
         labels = LabelVocab(meta["labels"], meta["multi_label"])
         return cls(
             model,
@@ -134,6 +158,7 @@ class TextClassifier:
             max_length=meta["max_length"],
             encoder=meta.get("encoder", ""),
             truncation=meta.get("truncation", "head"),
+            windows=windows,
         )
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -149,38 +174,64 @@ class TextClassifier:
             "truncation": self.truncation,
             "encoder": self.encoder,
             "pooling": self.model.pooling,  # plain transformers always uses the [CLS] head
+            "windows": self.windows.to_dict() if self.windows is not None else None,
         }
+        if self.model.window_attention is not None:
+            from safetensors.torch import save_file
+
+            weights = {k: v.detach().cpu().contiguous() for k, v in self.model.window_attention.state_dict().items()}
+            save_file(weights, path / WINDOW_POOL_NAME)
         (path / METADATA_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return path
 
     # ---- data -------------------------------------------------------------------------------------------------
-    def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[list[int]]:
+    def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[Any]:
         """Token ids with special tokens, cut to ``max_length`` as ``truncation`` says (pairs: longest first,
-        from the end)."""
+        from the end); with ``windows``, each text's list of windows."""
         if not texts:
             return []
+        if self.windows is not None:
+            if pairs is not None:
+                raise ConfigError("windows read single texts; text pairs are not supported with windows")
+            return [[ids for _, ids in self.window_tokens(text)] for text in self._whole(texts)]
         if self.truncation == "head" or pairs is not None:
             encoded = self.tokenizer(
                 list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=self.max_length
             )
             return encoded["input_ids"]
-        template = self.tokenizer("")["input_ids"]  # the special tokens around a text: [CLS] [SEP], <s> </s>
-        start, end = template[:1], template[1:]
-        budget = self.max_length - len(template)
-        with quiet_transformers():  # whole documents are longer than the encoder's limit, on purpose
-            whole = self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
-        return [start + _cut(ids, budget, self.truncation) + end for ids in whole]
+        start, end = self._template()
+        budget = self.max_length - len(start) - len(end)
+        return [start + _cut(ids, budget, self.truncation) + end for ids in self._whole(texts)]
 
-    def dataset(self, table: TextTable) -> TokenizedTexts:
+    def _template(self) -> tuple[list[int], list[int]]:
+        """The special tokens before and after a text: [CLS] / [SEP], <s> / </s>."""
+        template = self.tokenizer("")["input_ids"]
+        return template[:1], template[1:]
+
+    def _whole(self, texts: Sequence[str]) -> list[list[int]]:
+        with quiet_transformers():  # whole documents are longer than the encoder's limit, on purpose
+            return self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+
+    def window_tokens(self, whole: list[int]) -> list[tuple[int, list[int]]]:
+        """``(start, ids)`` of each window over a text's token ids (no special tokens): the first text token's
+        position and the window's ids with special tokens."""
+        assert self.windows is not None
+        start, end = self._template()
+        w = self.windows
+        spans = window_spans(len(whole), w.size - len(start) - len(end), w.stride, w.max_windows)
+        return [(a, start + whole[a:b] + end) for a, b in spans]
+
+    def dataset(self, table: TextTable) -> TokenizedTexts | WindowedTexts:
         """Tokenised rows of ``table`` with encoded targets (when it has labels)."""
         targets = None
         if table.labels is not None:
             targets = self.labels.encode(table.labels, where=f"{table.path}: ")
-        return TokenizedTexts(self.tokenize(table.texts, table.pairs), targets)
+        ids = self.tokenize(table.texts, table.pairs)
+        return WindowedTexts(ids, targets) if self.windows is not None else TokenizedTexts(ids, targets)
 
     def loader(
         self,
-        data: TokenizedTexts,
+        data: TokenizedTexts | WindowedTexts,
         batch_size: int = 32,
         *,
         shuffle: bool = False,
@@ -188,15 +239,20 @@ class TextClassifier:
         group_by_length: bool = True,
     ) -> DataLoader:
         """Dynamic-padded batches: with ``shuffle``, length-grouped windows (``group_by_length``) or plain random
-        batches; without it, length order."""
-        window = 50 if group_by_length else 1  # a window of one batch: a random batch, sorted inside
-        sampler = LengthGroupedBatchSampler(data.lengths, batch_size, shuffle=shuffle, seed=seed, window=window)
+        batches; without it, length order. Windowed documents: whole documents packed into batches of at most
+        ``batch_size`` windows (:class:`~tujie_nlp.windows.WindowBatchSampler`)."""
+        pad = self.tokenizer.pad_token_id
+        sampler: Sampler
+        if isinstance(data, WindowedTexts):
+            sampler = WindowBatchSampler(data.counts, batch_size, shuffle=shuffle, seed=seed)
+            collate: Any = WindowCollator(pad)
+        else:
+            window = 50 if group_by_length else 1  # a window of one batch: a random batch, sorted inside
+            sampler = LengthGroupedBatchSampler(data.lengths, batch_size, shuffle=shuffle, seed=seed, window=window)
+            collate = PadCollator(pad)
         # its own generator: creating an iterator must not draw from torch's global RNG (exact resume)
         return DataLoader(
-            data,
-            batch_sampler=sampler,
-            collate_fn=PadCollator(self.tokenizer.pad_token_id),
-            generator=torch.Generator().manual_seed(seed),
+            data, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator().manual_seed(seed)
         )
 
     def task(self, **options: Any) -> TextClassificationTask:
@@ -260,19 +316,21 @@ class TextClassifier:
 
     @torch.no_grad()
     def predict_ids(
-        self, input_ids: Sequence[list[int]], *, batch_size: int = 64, device: str | torch.device | None = None
+        self, input_ids: Sequence[Any], *, batch_size: int = 64, device: str | torch.device | None = None
     ) -> Tensor:
-        """:meth:`predict_proba` on texts already tokenised by :meth:`tokenize` (batch jobs tokenise on workers)."""
+        """:meth:`predict_proba` on texts already tokenised by :meth:`tokenize` (batch jobs tokenise on workers);
+        with windows, ``batch_size`` counts windows."""
         device = torch.device(device) if device is not None else next(self.model.parameters()).device
-        data = TokenizedTexts(list(input_ids))
+        data = WindowedTexts(list(input_ids)) if self.windows is not None else TokenizedTexts(list(input_ids))
+        loader = self.loader(data, max(batch_size, self.windows.max_windows) if self.windows else batch_size)
         probs = torch.empty(len(data), len(self.labels))
         was_training = self.model.training
         self.model.eval()
-        sampler = LengthGroupedBatchSampler(data.lengths, batch_size, shuffle=False)
-        collate = PadCollator(self.tokenizer.pad_token_id)
-        for index in sampler:
-            (ids,) = collate([data[i] for i in index])
-            logits = self.model(ids.to(device)).float()
+        for index, batch in zip(loader.batch_sampler, loader, strict=True):
+            if isinstance(batch, dict):
+                logits = self.model(batch["input_ids"].to(device), batch["doc_index"].to(device)).float()
+            else:
+                logits = self.model(batch[0].to(device)).float()
             out = logits.sigmoid() if self.labels.multi_label else logits.softmax(-1)
             probs[index] = out.cpu()
         self.model.train(was_training)
@@ -295,6 +353,17 @@ def _cut(ids: list[int], budget: int, truncation: str) -> list[int]:
         return ids[len(ids) - budget :]
     head = int(budget * HEAD_SHARE)
     return ids[:head] + ids[len(ids) - (budget - head) :]
+
+
+def position_limit(tokenizer: Any, config: Any) -> int | None:
+    """The longest sequence the encoder reads: its tokenizer's ``model_max_length`` and its position embeddings
+    (RoBERTa's table reserves 2 rows for padding), whichever is smaller and known."""
+    limits = [getattr(tokenizer, "model_max_length", None)]
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int):
+        limits.append(positions - 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta") else positions)
+    known = [limit for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000]
+    return min(known) if known else None
 
 
 def _max_length(requested: int, tokenizer: Any) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from tujie_core import TujieError
+from tujie_core import ConfigError, TujieError
 from tujie_core.cli import DP_OPTION, metrics_table, plugin_flags
 
 app = typer.Typer(help="NLP: fine-tune BERT-family encoders on your labelled text.", no_args_is_help=True)
@@ -50,6 +50,11 @@ def train(
     resume: Path | None = typer.Option(None, help="a run folder to continue"),
     overrides: list[str] = typer.Option([], "--set", "-s", help="override a config key: data.max_length=64"),
     truncation: str | None = typer.Option(None, help="head | tail | head+tail: which tokens of a long text are read"),
+    windows: str | None = typer.Option(
+        None, help="SIZE/STRIDE: read whole texts as windows of SIZE tokens every STRIDE tokens, pooled (data.windows)"
+    ),
+    pool: str | None = typer.Option(None, help="with --windows: mean | max | attention (data.windows.pool)"),
+    max_windows: int | None = typer.Option(None, help="with --windows: windows per text (data.windows.max_windows)"),
     baseline_only: bool = typer.Option(False, "--baseline-only", help="fit only the TF-IDF baseline (seconds)"),
     dp: str | None = DP_OPTION,
 ) -> None:
@@ -60,7 +65,7 @@ def train(
 
     shortcuts = {"data.train": train_file, "data.val": val_file, "data.test": test_file}
     shortcuts |= {"encoder": encoder, "trainer.max_epochs": epochs, "baseline_only": baseline_only or None}
-    shortcuts |= {"data.truncation": truncation}
+    shortcuts |= {"data.truncation": truncation, **_window_options(windows, pool, max_windows)}
     extra = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
     if resume is not None and config is None and (resume / "config.yaml").is_file():
         config = resume / "config.yaml"
@@ -70,6 +75,19 @@ def train(
     _print_metrics("baseline metrics" if baseline_only else "metrics (best checkpoint)", result.metrics)
     model = "" if baseline_only else f"\nmodel: {result.run_dir / 'model'}"
     console.print(f"run folder: {result.run_dir}{model}\nreport: {result.report}")
+
+
+def _window_options(windows: str | None, pool: str | None, max_windows: int | None) -> dict[str, object]:
+    """``--windows SIZE/STRIDE``, ``--pool`` and ``--max-windows`` as ``data.windows.*`` overrides."""
+    if windows is None:
+        if pool is not None or max_windows is not None:
+            raise ConfigError("--pool and --max-windows go with --windows SIZE/STRIDE")
+        return {}
+    size, _, stride = windows.partition("/")
+    if not (size.strip().isdigit() and stride.strip().isdigit()):
+        raise ConfigError(f"--windows: expected SIZE/STRIDE in tokens, such as 128/96, got '{windows}'")
+    options = {"data.windows.size": size.strip(), "data.windows.stride": stride.strip()}
+    return options | {"data.windows.pool": pool, "data.windows.max_windows": max_windows}
 
 
 @app.command()

@@ -27,18 +27,27 @@ from tujie_nlp.modeling import shrink_encoder
 DEFAULT_TEXT_METHODS = ("int8", "distil")
 
 
+def _inputs(batch: Any) -> tuple[Any, ...]:
+    """The model's arguments in a batch: token ids, or a windowed batch's ids and document index."""
+    return (batch["input_ids"], batch["doc_index"]) if isinstance(batch, dict) else (batch[0],)
+
+
+def _target(batch: Any) -> Any:
+    return batch["target"] if isinstance(batch, dict) else batch[1]
+
+
 @torch.inference_mode()
 def throughput(model: nn.Module, loader: DataLoader, repeats: int = 1) -> float:
-    """Sentences per second over every batch of ``loader`` (one warm-up batch first)."""
+    """Texts per second over every batch of ``loader`` (one warm-up batch first)."""
     model.eval()
-    batches = [batch[0] for batch in loader]
-    model(batches[0])
+    batches = [(_inputs(batch), len(_target(batch))) for batch in loader]
+    model(*batches[0][0])
     start = time.perf_counter()
     for _ in range(repeats):
-        for ids in batches:
-            model(ids)
+        for inputs, _ in batches:
+            model(*inputs)
     elapsed = time.perf_counter() - start
-    return repeats * sum(len(ids) for ids in batches) / elapsed
+    return repeats * sum(count for _, count in batches) / elapsed
 
 
 @torch.no_grad()
@@ -46,8 +55,9 @@ def accuracy(model: nn.Module, loader: DataLoader, multi_label: bool) -> float:
     """Accuracy (single-label) or exact-match ratio (multi-label, threshold 0.5)."""
     model.eval()
     correct = total = 0
-    for ids, target in loader:
-        logits = model(ids).float()
+    for batch in loader:
+        target = _target(batch)
+        logits = model(*_inputs(batch)).float()
         if multi_label:
             correct += int(((logits > 0).float() == target).all(-1).sum())
         else:
@@ -78,6 +88,8 @@ def compress_text(
     CPU-only); latencies are medians of ``repeats`` timed passes.
     """
     clf = classifier if isinstance(classifier, TextClassifier) else TextClassifier.from_pretrained(classifier)
+    if clf.windows is not None and "onnx" in methods:
+        raise ConfigError("compress.onnx: the export reads one window per text; a windowed classifier pools several")
     if "distil" in methods and train_table is None:
         raise ConfigError("compress.distil: needs labelled training text (--train)")
     output_dir = Path(output_dir)
@@ -106,6 +118,7 @@ def compress_text(
             alpha=alpha,
             mode="multilabel" if clf.labels.multi_label else "multiclass",
             optimizer=ComponentSpec(name="adamw", lr=lr, weight_decay=0.01),
+            input_key=None,  # windowed batches are mappings of keyword arguments
         )
         train = clf.loader(clf.dataset(train_table), batch_size, shuffle=True, seed=base.seed)
         Trainer(base.model_copy(update={"max_epochs": epochs})).fit(task, train)
@@ -117,12 +130,13 @@ def compress_text(
             max_length=clf.max_length,
             encoder=clf.encoder,
             truncation=clf.truncation,
+            windows=clf.windows,
         )
         distilled.save_pretrained(output_dir / "student")
         return student
 
     context = CompressionContext(
-        example=next(iter(loader))[0][:1],  # the longest evaluation sentence, batch of one
+        example=_inputs(next(iter(loader)))[0][:1],  # the longest text (or window), a batch of one
         distil=distil if train_table is not None else None,
         workdir=output_dir,
     )

@@ -368,23 +368,27 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
         if self.drop_last:
             batches = [b for b in batches if len(b) == size]
-        world, rank = _world()
-        if world > 1:
-            per_rank = math.ceil(len(batches) / world)
-            batches = (batches * 2)[: per_rank * world]  # every process gets as many batches (DDP needs it)
-            batches = batches[rank::world]
-        return batches
+        return for_rank(batches)
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self._batches())
 
     def __len__(self) -> int:
         n = len(self.lengths) // self.batch_size if self.drop_last else math.ceil(len(self.lengths) / self.batch_size)
-        world = _world()[0]
-        return math.ceil(n / world)
+        return math.ceil(n / world()[0])
 
 
-def _world() -> tuple[int, int]:
+def for_rank(batches: list[list[int]]) -> list[list[int]]:
+    """This process's share of ``batches``: every ``world_size``-th, padded so that every process gets as many
+    (DDP needs it)."""
+    size, rank = world()
+    if size == 1:
+        return batches
+    per_rank = math.ceil(len(batches) / size)
+    return (batches * 2)[: per_rank * size][rank::size]
+
+
+def world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size(), torch.distributed.get_rank()
     return 1, 0

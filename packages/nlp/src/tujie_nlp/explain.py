@@ -48,7 +48,8 @@ class Explanation:
     """Per-token scores for one text and the prediction they explain.
 
     ``tokens``: the tokenizer's tokens of ``text`` (WordPiece: ``##`` marks a continuation), special tokens
-    excluded, truncated to the classifier's ``max_length``; ``scores`` is aligned with them. ``target`` is the
+    excluded, as far as the classifier reads them (``max_length`` and ``truncation``, or every token its windows
+    cover, once); ``scores`` is aligned with them. ``target`` is the
     explained label (``target_index`` its output index), ``probabilities`` maps every label to the model's
     probability. ``delta`` (integrated gradients only): ``sum(scores) − (f(text) − f(baseline))``, the integration
     error.
@@ -115,15 +116,18 @@ def integrated_gradients(
     if fill is None:
         raise ValueError(f"baseline '{baseline}': the tokenizer has no {baseline} token")
     with _inference(classifier.model):
-        ids, keep, probs, index = _prepare(classifier, text, target)
-        reference = torch.where(keep, torch.full_like(ids, fill), ids)
+        doc, probs, index = _prepare(classifier, text, target)
+        reference = torch.where(doc.keep, torch.full_like(doc.ids, fill), doc.ids).reshape(1, -1)
         embeddings = classifier.model.hf_model.get_input_embeddings()
-        lig = LayerIntegratedGradients(_probabilities(classifier), embeddings)
-        attributions, delta = lig.attribute(
-            ids, baselines=reference, target=index, n_steps=steps, return_convergence_delta=True
-        )
-    scores = attributions.sum(-1)[0][keep[0]]
-    return _explanation(classifier, text, ids, keep, probs, index, scores, "ig", float(delta.item()))
+        forward = _probabilities(classifier, doc)
+        flat = doc.ids.reshape(1, -1)  # a windowed text is one example: its windows side by side
+        lig = LayerIntegratedGradients(forward, embeddings)
+        attributions = lig.attribute(flat, baselines=reference, target=index, n_steps=steps)
+        with torch.no_grad():
+            change = forward(flat)[0, index] - forward(reference)[0, index]
+    scores = doc.gather(attributions.sum(-1))
+    delta = float(scores.sum() - change)
+    return _explanation(classifier, text, doc, probs, index, scores, "ig", delta)
 
 
 @EXPLAINERS.register("rollout")
@@ -145,40 +149,99 @@ def attention_rollout(
         raise ValueError(f"head_fusion must be one of {sorted(HEAD_FUSIONS)}, got '{head_fusion}'")
     if not 0 <= discard_ratio < 1:
         raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
-    hf = classifier.model.hf_model
-    with _inference(classifier.model), _eager_attention(hf), torch.no_grad():
-        ids, keep, probs, index = _prepare(classifier, text, target)
-        inputs = classifier.model.model_inputs(ids, torch.ones_like(ids))
-        attentions = hf(input_ids=ids, output_attentions=True, **inputs).attentions
+    model = classifier.model
+    with _inference(model), _eager_attention(model.hf_model), torch.no_grad():
+        doc, probs, index = _prepare(classifier, text, target)
+        inputs = model.model_inputs(doc.ids, doc.mask)
+        attentions = model.hf_model(input_ids=doc.ids, output_attentions=True, **inputs).attentions
+        weights = _window_weights(model, doc)
     if not attentions:
-        raise RuntimeError(f"{type(hf).__name__} returned no attention weights")
-    length = ids.shape[1]
-    identity = torch.eye(length)
-    rollout = identity
-    for layer in attentions:
-        fused = HEAD_FUSIONS[head_fusion](layer[0].float().cpu())
-        dropped = int(discard_ratio * fused.numel())
-        if dropped:
-            fused = fused.flatten().scatter(0, fused.flatten().topk(dropped, largest=False).indices, 0.0)
-            fused = fused.view(length, length)
-        mixed = fused + identity
-        rollout = (mixed / mixed.sum(-1, keepdim=True)) @ rollout
-    # what the head reads: the [CLS] row, or with mean pooling the average of every token's row
-    pooled = rollout[0] if classifier.model.pooling == "cls" else rollout.mean(0)
-    scores = pooled[keep[0].cpu()]
-    scores = scores / scores.sum()
-    return _explanation(classifier, text, ids, keep, probs, index, scores, "rollout")
+        raise RuntimeError(f"{type(model.hf_model).__name__} returned no attention weights")
+    rows = []
+    for row in range(doc.ids.shape[0]):
+        length = int(doc.mask[row].sum())
+        identity = torch.eye(length)
+        rollout = identity
+        for layer in attentions:
+            fused = HEAD_FUSIONS[head_fusion](layer[row, :, :length, :length].float().cpu())
+            dropped = int(discard_ratio * fused.numel())
+            if dropped:
+                fused = fused.flatten().scatter(0, fused.flatten().topk(dropped, largest=False).indices, 0.0)
+                fused = fused.view(length, length)
+            mixed = fused + identity
+            rollout = (mixed / mixed.sum(-1, keepdim=True)) @ rollout
+        # what the head reads: the [CLS] row, or with mean pooling the average of every token's row
+        pooled = rollout[0] if model.pooling == "cls" else rollout.mean(0)
+        pooled = torch.cat([pooled, pooled.new_zeros(doc.ids.shape[1] - length)])
+        text_share = pooled * doc.keep[row].cpu()
+        rows.append(weights[row] * text_share / text_share.sum())  # windows weighted as the pool weighs them
+    scores = doc.gather(torch.stack(rows))
+    return _explanation(classifier, text, doc, probs, index, scores / scores.sum(), "rollout")
 
 
-def _prepare(classifier: TextClassifier, text: str, target: int | str | None) -> tuple[Tensor, Tensor, Tensor, int]:
-    """Token ids ``(1, length)`` on the model's device, the mask of non-special tokens, the label probabilities
-    and the target index."""
-    device = next(classifier.model.parameters()).device
-    ids = torch.tensor(classifier.tokenize([text]), device=device)
+@dataclass
+class _Document:
+    """What the model reads of one text: ``ids`` (one row, or one per window), the real tokens (``mask``: not
+    padding) and the text tokens among them (``keep``: not special), each text token's index in ``token_ids``
+    (``positions``; a token read by two overlapping windows has one index) and the text tokens read, in order."""
+
+    ids: Tensor
+    mask: Tensor
+    keep: Tensor
+    positions: Tensor
+    token_ids: list[int]
+
+    def gather(self, values: Tensor) -> Tensor:
+        """Per-token values ``(rows, width)`` summed into one per text token (over windows that share it)."""
+        out = values.new_zeros(len(self.token_ids))
+        return out.index_add(0, self.positions[self.keep].to(values.device), values[self.keep.to(values.device)])
+
+
+def _document(classifier: TextClassifier, text: str, device: torch.device) -> _Document:
     tokenizer = classifier.tokenizer
-    special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
-    keep = ~torch.isin(ids, torch.tensor([i for i in special if i is not None], device=device))
-    if not keep.any():
+    if classifier.windows is None:
+        ids = torch.tensor(classifier.tokenize([text]), device=device)
+        special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
+        keep = ~torch.isin(ids, torch.tensor([i for i in special if i is not None], device=device))
+        positions = (keep.long().cumsum(-1) - 1).clamp(min=0)
+        return _Document(ids, torch.ones_like(ids), keep, positions, ids[keep].tolist())
+    whole = classifier._whole([text])[0]
+    windows = classifier.window_tokens(whole)
+    before, after = (len(part) for part in classifier._template())
+    covered = sorted({start + j for start, w in windows for j in range(len(w) - before - after)})
+    index = {p: i for i, p in enumerate(covered)}
+    ids = torch.full((len(windows), max(len(w) for _, w in windows)), tokenizer.pad_token_id, dtype=torch.long)
+    mask, keep, positions = torch.zeros_like(ids), torch.zeros_like(ids, dtype=torch.bool), torch.zeros_like(ids)
+    for row, (start, w) in enumerate(windows):
+        count = len(w) - before - after
+        ids[row, : len(w)] = torch.tensor(w)
+        mask[row, : len(w)] = 1
+        keep[row, before : before + count] = True
+        positions[row, before : before + count] = torch.tensor([index[start + j] for j in range(count)])
+    token_ids = [whole[p] for p in covered]
+    return _Document(ids.to(device), mask.to(device), keep.to(device), positions.to(device), token_ids)
+
+
+def _window_weights(model: nn.Module, doc: _Document) -> list[float]:
+    """How much each window counts in the pooled representation: equal shares (mean), the attention weights, or
+    (max) the share of feature dimensions whose maximum comes from that window."""
+    rows = doc.ids.shape[0]
+    if model.window_pool is None or rows == 1:
+        return [1.0] * rows
+    if model.window_pool == "mean":
+        return [1.0 / rows] * rows
+    features = model.features(doc.ids, doc.mask)
+    if model.window_pool == "attention":
+        return model.window_scores(features).float().softmax(0).tolist()
+    winners = features.argmax(0)
+    return (torch.bincount(winners, minlength=rows).float() / winners.numel()).tolist()
+
+
+def _prepare(classifier: TextClassifier, text: str, target: int | str | None) -> tuple[_Document, Tensor, int]:
+    """The text as the model reads it (on the model's device), the label probabilities and the target index."""
+    device = next(classifier.model.parameters()).device
+    doc = _document(classifier, text, device)
+    if not doc.token_ids:
         raise ValueError(f"nothing to explain: {text!r} has no tokens")
     probs = classifier.predict_proba([text], device=device)[0]
     names = classifier.labels.names
@@ -192,16 +255,23 @@ def _prepare(classifier: TextClassifier, text: str, target: int | str | None) ->
         index = int(target)
     else:
         raise ValueError(f"target index {target} is out of range for {len(names)} labels")
-    return ids, keep, probs, index
+    return doc, probs, index
 
 
-def _probabilities(classifier: TextClassifier) -> Callable[[Tensor], Tensor]:
-    """``ids → probabilities (batch, labels)``, the classifier's own head with a full attention mask."""
+def _probabilities(classifier: TextClassifier, doc: _Document) -> Callable[[Tensor], Tensor]:
+    """``(n, rows × width)`` ids → probabilities ``(n, labels)``: each row of the input is one copy of ``doc``
+    (its windows side by side), read with ``doc``'s attention mask (the integrated-gradients baseline's padding
+    tokens stay visible, as the text's tokens) through the classifier's own head and window pooling."""
     model = classifier.model
     multi_label = classifier.labels.multi_label
+    rows, width = doc.ids.shape
 
-    def forward(ids: Tensor) -> Tensor:
-        logits = model.logits(ids, torch.ones_like(ids)).float()
+    def forward(flat: Tensor) -> Tensor:
+        ids = flat.reshape(-1, width)
+        copies = ids.shape[0] // rows
+        mask = doc.mask.repeat(copies, 1)
+        doc_index = torch.arange(copies, device=ids.device).repeat_interleave(rows)
+        logits = model.logits(ids, mask, doc_index if model.window_pool is not None else None).float()
         return logits.sigmoid() if multi_label else logits.softmax(-1)
 
     return forward
@@ -235,8 +305,7 @@ def _eager_attention(hf: nn.Module) -> Iterator[None]:
 def _explanation(
     classifier: TextClassifier,
     text: str,
-    ids: Tensor,
-    keep: Tensor,
+    doc: _Document,
     probs: Tensor,
     index: int,
     scores: Tensor,
@@ -246,7 +315,7 @@ def _explanation(
     names = classifier.labels.names
     return Explanation(
         text=text,
-        tokens=classifier.tokenizer.convert_ids_to_tokens(ids[0][keep[0]].tolist()),
+        tokens=classifier.tokenizer.convert_ids_to_tokens(doc.token_ids),
         scores=scores.detach().float().cpu().tolist(),
         target=names[index],
         target_index=index,

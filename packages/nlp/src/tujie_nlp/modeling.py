@@ -17,6 +17,7 @@ from torch.optim import Optimizer
 
 from tujie_core import SCHEDULERS, ClassificationTask, Schedule, StepOutput
 from tujie_core.optim import build_optimizer
+from tujie_nlp.windows import WINDOW_POOLS, pool_windows
 
 _LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
 
@@ -30,19 +31,40 @@ class SequenceClassifier(nn.Module):
     ``pooling="cls"`` is the Hugging Face head (the pooled ``[CLS]`` state); ``"mean"`` feeds the mean of the
     unmasked token states to the same linear classifier, as sentence-transformers encoders such as the default
     MiniLM were trained to be used.
+
+    ``window_pool`` (``mean``, ``max``, ``attention``) makes it a long-document classifier: ``forward(input_ids,
+    doc_index)`` reads windows (rows) of several documents and pools each document's window representations (what
+    the head would read) into one row before the head. Attention pooling learns one score per window (a linear
+    layer, zero-initialised, so it starts as the mean). Without ``doc_index`` every row is its own document, so one
+    window gives exactly the plain model's logits.
     """
 
     def __init__(
-        self, hf_model: nn.Module, pad_token_id: int, sep_token_id: int | None = None, pooling: str = "cls"
+        self,
+        hf_model: nn.Module,
+        pad_token_id: int,
+        sep_token_id: int | None = None,
+        pooling: str = "cls",
+        window_pool: str | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got '{pooling}'")
-        if pooling == "mean" and not isinstance(getattr(hf_model, "classifier", None), nn.Linear):
-            raise ValueError(f"mean pooling needs a linear classifier head; {type(hf_model).__name__} has none")
+        linear_head = isinstance(getattr(hf_model, "classifier", None), nn.Linear)
+        for needs, what in ((pooling == "mean", "mean pooling"), (window_pool is not None, "window pooling")):
+            if needs and not linear_head:
+                raise ValueError(f"{what} needs a linear classifier head; {type(hf_model).__name__} has none")
+        if window_pool not in (None, *WINDOW_POOLS):
+            raise ValueError(f"window pooling must be one of {', '.join(WINDOW_POOLS)}, got '{window_pool}'")
         self.hf_model = hf_model
         self.pad_token_id = int(pad_token_id)
         self.pooling = pooling
+        self.window_pool = window_pool
+        self.window_attention = None
+        if window_pool == "attention":
+            self.window_attention = nn.Linear(hf_model.config.hidden_size, 1)
+            nn.init.zeros_(self.window_attention.weight)
+            nn.init.zeros_(self.window_attention.bias)
         pooler = getattr(base_model(self), "pooler", None)
         if pooling == "mean" and pooler is not None:
             pooler.requires_grad_(False)  # mean pooling never uses it: nothing would learn (DP-SGD needs all used)
@@ -63,17 +85,38 @@ class SequenceClassifier(nn.Module):
             inputs["token_type_ids"] = (sep.cumsum(-1) - sep).clamp(max=1)
         return inputs
 
-    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def features(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """What the linear head reads, one row per input row: the mean of the unmasked token states, or the
+        encoder's pooled ``[CLS]`` output (the ``[CLS]`` state for encoders without a pooler)."""
         inputs = self.model_inputs(input_ids, attention_mask)
+        out = base_model(self)(input_ids=input_ids, **inputs)
         if self.pooling == "cls":
-            return self.hf_model(input_ids=input_ids, **inputs).logits
-        hidden = base_model(self)(input_ids=input_ids, **inputs).last_hidden_state
-        weights = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-        return self.hf_model.classifier(self.hf_model.dropout(pooled))
+            pooled = getattr(out, "pooler_output", None)
+            return pooled if pooled is not None else out.last_hidden_state[:, 0]
+        weights = inputs["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
+        return (out.last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1)
 
-    def forward(self, input_ids: Tensor) -> Tensor:
-        return self.logits(input_ids)
+    def head(self, features: Tensor) -> Tensor:
+        return self.hf_model.classifier(self.hf_model.dropout(features))
+
+    def window_scores(self, features: Tensor) -> Tensor | None:
+        """The attention pool's score of each window (None for mean and max pooling)."""
+        return None if self.window_attention is None else self.window_attention(features).squeeze(-1)
+
+    def logits(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, doc_index: Tensor | None = None
+    ) -> Tensor:
+        if self.window_pool is not None and doc_index is not None:
+            features = self.features(input_ids, attention_mask)
+            pooled = pool_windows(features, doc_index, self.window_pool, self.window_scores(features))
+            return self.head(pooled)
+        if self.pooling == "cls":
+            inputs = self.model_inputs(input_ids, attention_mask)
+            return self.hf_model(input_ids=input_ids, **inputs).logits
+        return self.head(self.features(input_ids, attention_mask))
+
+    def forward(self, input_ids: Tensor, doc_index: Tensor | None = None) -> Tensor:
+        return self.logits(input_ids, doc_index=doc_index)
 
 
 def base_model(model: SequenceClassifier) -> nn.Module:
@@ -159,6 +202,7 @@ class TextClassificationTask(ClassificationTask):
         rdrop: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("input_key", None)  # window batches are {"input_ids", "doc_index", "target"} mappings
         super().__init__(model, *args, **kwargs)
         if not 0 < layer_lr_decay <= 1:
             raise ValueError(f"layer_lr_decay must be in (0, 1], got {layer_lr_decay}")
@@ -171,7 +215,7 @@ class TextClassificationTask(ClassificationTask):
         if not (self.rdrop and self.model.training):
             return super().step(batch, with_predictions, sample_losses)
         inputs, target = self.unpack(batch)
-        first, second = self.forward(torch.cat([inputs, inputs])).float().chunk(2)
+        first, second = self.forward(doubled(inputs)).float().chunk(2)
         loss = (self.loss(first, target) + self.loss(second, target)) / 2
         loss = loss + self.rdrop * symmetric_kl(first, second, self.kind == "multiclass")
         out = first.detach()
@@ -193,6 +237,18 @@ class TextClassificationTask(ClassificationTask):
         sched = self.scheduler_spec
         runtime = {"optimizer": optimizer, "total_steps": total_steps}
         return optimizer, SCHEDULERS.create(sched.name, where="scheduler", runtime=runtime, **sched.params)
+
+
+def doubled(inputs: Tensor | dict[str, Tensor]) -> Tensor | dict[str, Tensor]:
+    """The batch twice over, as one batch: token ids stacked; windows with the second copy's documents numbered
+    after the first's."""
+    if isinstance(inputs, Tensor):
+        return torch.cat([inputs, inputs])
+    docs = int(inputs["doc_index"].max()) + 1
+    return {
+        "input_ids": torch.cat([inputs["input_ids"], inputs["input_ids"]]),
+        "doc_index": torch.cat([inputs["doc_index"], inputs["doc_index"] + docs]),
+    }
 
 
 def symmetric_kl(first: Tensor, second: Tensor, softmax: bool) -> Tensor:

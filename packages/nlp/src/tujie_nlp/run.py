@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from sklearn.model_selection import train_test_split
 
 from tujie_core import (
@@ -48,6 +48,15 @@ def bundled_data(name: str = "support_tickets.csv") -> Path:
     return Path(str(resources.files("tujie_nlp") / "data" / name))
 
 
+class WindowsConfig(Strict):
+    """Long documents as overlapping windows pooled into one prediction (see :class:`tujie_nlp.windows.Windows`)."""
+
+    size: int = Field(128, description="tokens per window, special tokens included (at most the encoder's limit)")
+    stride: int = Field(96, description="text tokens from one window's start to the next (< size)")
+    max_windows: int = Field(8, ge=1, description="per document; a longer one gets that many, evenly spaced")
+    pool: Literal["mean", "max", "attention"] = "mean"
+
+
 class TextDataConfig(Strict):
     """Where the labelled text is and how to read and batch it."""
 
@@ -66,10 +75,22 @@ class TextDataConfig(Strict):
     truncation: Literal["head", "tail", "head+tail"] = Field(
         "head", description="which max_length tokens of a longer text are read: first, last, or both ends"
     )
-    batch_size: int = Field(32, ge=1)
+    windows: WindowsConfig | None = Field(None, description="read whole documents as pooled windows")
+    batch_size: int = Field(32, ge=1, description="texts per batch; with windows, windows per batch")
     eval_batch_size: int = Field(128, ge=1)
     group_by_length: bool = Field(True, description="training batches of similar length (less padding); False: random")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _batches_hold_a_document(self) -> TextDataConfig:
+        if self.windows is not None:
+            for name in ("batch_size", "eval_batch_size"):
+                if getattr(self, name) < self.windows.max_windows:
+                    raise ValueError(
+                        f"{name} {getattr(self, name)} counts windows with windows set and must hold a whole "
+                        f"document's windows.max_windows = {self.windows.max_windows}"
+                    )
+        return self
 
 
 class TransferConfig(Strict):
@@ -268,7 +289,11 @@ class TextClassificationRun(RunKind):
             dropout=config.dropout,
             pooling=config.pooling,
             truncation=data.truncation,
+            windows=data.windows.model_dump() if data.windows is not None else None,
         )
+        private = any(plugin.name == "dp" for plugin in config.plugins)
+        if private and data.windows is not None:  # DP-SGD clips per row; a document spans several rows
+            raise ConfigError("data.windows: DP-SGD bounds each training row, and a windowed document spans several")
         transfer = config.transfer
         try:
             freeze(
@@ -303,7 +328,6 @@ class TextClassificationRun(RunKind):
         metrics = {k: v for ev in evaluations.values() for k, v in ev.metrics.items()}
         bad = {split: t.bad for split, t in tables.items() if t is not None and t.bad}
         sections = [*trainer.report_sections(), _data_section(tables, classifier)]
-        private = any(plugin.name == "dp" for plugin in config.plugins)
         if trainer.fabric.is_global_zero and config.baseline and not private:
             baseline_metrics, section = fit_baseline(tables, labels, run_dir, config.trainer.seed, metrics)
             metrics |= baseline_metrics
@@ -374,11 +398,13 @@ def _data_section(tables: dict[str, TextTable | None], classifier: TextClassifie
     for split, table in tables.items():
         if table is not None:
             lines.append(f"| {split} | `{table.path}` | {len(table):,} | {len(table.bad):,} |")
-    lines += [
-        "",
-        f"Labels: {', '.join(f'`{n}`' for n in classifier.labels.names)}; max_length {classifier.max_length} tokens, "
-        f"truncation `{classifier.truncation}`.",
-    ]
+    w = classifier.windows
+    reading = (
+        f"windows of {w.size} tokens every {w.stride} tokens (at most {w.max_windows} per text), `{w.pool}` pooling"
+        if w is not None
+        else f"max_length {classifier.max_length} tokens, truncation `{classifier.truncation}`"
+    )
+    lines += ["", f"Labels: {', '.join(f'`{n}`' for n in classifier.labels.names)}; {reading}."]
     return "\n".join(lines)
 
 
@@ -439,7 +465,8 @@ def baseline_section(info: dict[str, Any], scores: dict[str, dict[str, float]], 
         verdict = (
             f"**The baseline wins on {split} accuracy** ({base:.2%} against the fine-tuned model's {tuned:.2%}), "
             f"fitted in {info['fit_seconds']:.1f} s: prefer it, or let the model see more of each text (a longer "
-            "`data.max_length`), train longer or use a larger encoder."
+            "`data.max_length`, `data.truncation: head+tail` or `data.windows`), train longer or use a larger "
+            "encoder."
             if base >= tuned
             else f"The fine-tuned model beats the baseline on {split} accuracy by {100 * (tuned - base):.2f} points."
         )
@@ -562,12 +589,16 @@ def predict_file(
         if isinstance(model, TextBaseline)
         else module_fingerprint(model.model)
     )
-    max_length = None if isinstance(model, TextBaseline) else model.max_length
+    reading = (
+        None
+        if isinstance(model, TextBaseline)
+        else [model.max_length, model.truncation, model.windows.to_dict() if model.windows else None]
+    )
     job = {
         "input": file_fingerprint(path),
         "model": fingerprint,
         "labels": names,
-        "options": [text_column, text_pair_column, format, batch_size, threshold, max_length],
+        "options": [text_column, text_pair_column, format, batch_size, threshold, reading],
     }
     return predict_stream(
         lambda: iter_records(path, format=format, columns=columns),

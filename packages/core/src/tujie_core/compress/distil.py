@@ -38,6 +38,8 @@ class DistillationTask(ClassificationTask):
         label_smoothing: float = 0.0,
         optimizer: SpecLike = None,
         scheduler: SpecLike = None,
+        input_key: str | None = "inputs",
+        target_key: str = "target",
     ) -> None:
         super().__init__(
             model,
@@ -47,6 +49,8 @@ class DistillationTask(ClassificationTask):
             label_smoothing=label_smoothing,
             optimizer=optimizer,
             scheduler=scheduler,
+            input_key=input_key,
+            target_key=target_key,
         )
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -79,7 +83,7 @@ class DistillationTask(ClassificationTask):
         param = next(self.teacher.parameters(), None)
         if param is not None and param.device != device:
             self.teacher.to(device)
-        return self.teacher(inputs)
+        return self.call(self.teacher, inputs)
 
 
 @TASKS.register("distillation")
