@@ -19,7 +19,7 @@ from tujie_nlp.compress import compress_text
 from tujie_nlp.data import read_texts
 from tujie_nlp.explain import explain
 from tujie_nlp.run import load_text_config, predict_file
-from tujie_nlp.windows import WindowBatchSampler, window_spans
+from tujie_nlp.windows import WindowBatchSampler, WindowCollator, window_spans
 
 FILLER = "the committee met on tuesday and read the minutes of the previous meeting aloud"
 
@@ -67,6 +67,21 @@ def test_one_window_gives_the_plain_models_probabilities(tiny_bert: Path, pool: 
         torch.nn.init.normal_(windowed.model.window_attention.weight)
     texts = [FILLER, "short", "great fun"]
     torch.testing.assert_close(windowed.predict_proba(texts), plain.predict_proba(texts), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("pool", ["mean", "max", "attention"])
+def test_prediction_in_window_length_order_matches_document_batches(tiny_bert: Path, pool: str) -> None:
+    torch.manual_seed(0)
+    windows = {"size": 16, "stride": 12, "max_windows": 4, "pool": pool}
+    clf = TextClassifier.from_encoder(tiny_bert, ["a", "b", "c"], windows=windows)
+    if clf.model.window_attention is not None:
+        torch.nn.init.normal_(clf.model.window_attention.weight)
+    words = FILLER.split() * 5
+    texts = [" ".join(words[:n]) for n in (3, 14, 20, 9, 70, 27)]
+    assert sorted(len(w) for w in clf.tokenize(texts)) == [1, 1, 1, 2, 3, 4]
+    batch = WindowCollator(clf.tokenizer.pad_token_id)([(ids,) for ids in clf.tokenize(texts)])
+    expected = clf.model(batch["input_ids"], batch["doc_index"]).softmax(-1)
+    torch.testing.assert_close(clf.predict_proba(texts, batch_size=4), expected, rtol=0, atol=1e-6)
 
 
 def _documents(path: Path, decisive_at: str, count: int) -> Path:

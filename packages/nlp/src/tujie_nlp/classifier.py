@@ -34,7 +34,14 @@ from tujie_nlp.encoders import (
     resolve_encoder,
 )
 from tujie_nlp.modeling import SequenceClassifier, TextClassificationTask
-from tujie_nlp.windows import WindowBatchSampler, WindowCollator, WindowedTexts, Windows, window_spans
+from tujie_nlp.windows import (
+    WindowBatchSampler,
+    WindowCollator,
+    WindowedTexts,
+    Windows,
+    pool_windows,
+    window_spans,
+)
 
 METADATA_NAME = "tujie_nlp.json"
 WINDOW_POOL_NAME = "window_pooling.safetensors"  # the attention pool's weights (not part of the HF model)
@@ -240,11 +247,13 @@ class TextClassifier:
     ) -> DataLoader:
         """Dynamic-padded batches: with ``shuffle``, length-grouped windows (``group_by_length``) or plain random
         batches; without it, length order. Windowed documents: whole documents packed into batches of at most
-        ``batch_size`` windows (:class:`~tujie_nlp.windows.WindowBatchSampler`)."""
+        ``batch_size`` windows, or of one document's ``max_windows`` if that is more
+        (:class:`~tujie_nlp.windows.WindowBatchSampler`)."""
         pad = self.tokenizer.pad_token_id
         sampler: Sampler
         if isinstance(data, WindowedTexts):
-            sampler = WindowBatchSampler(data.counts, batch_size, shuffle=shuffle, seed=seed)
+            budget = max(batch_size, max(data.counts, default=1))
+            sampler = WindowBatchSampler(data.counts, budget, shuffle=shuffle, seed=seed)
             collate: Any = WindowCollator(pad)
         else:
             window = 50 if group_by_length else 1  # a window of one batch: a random batch, sorted inside
@@ -321,20 +330,41 @@ class TextClassifier:
         """:meth:`predict_proba` on texts already tokenised by :meth:`tokenize` (batch jobs tokenise on workers);
         with windows, ``batch_size`` counts windows."""
         device = torch.device(device) if device is not None else next(self.model.parameters()).device
-        data = WindowedTexts(list(input_ids)) if self.windows is not None else TokenizedTexts(list(input_ids))
-        loader = self.loader(data, max(batch_size, self.windows.max_windows) if self.windows else batch_size)
-        probs = torch.empty(len(data), len(self.labels))
         was_training = self.model.training
         self.model.eval()
-        for index, batch in zip(loader.batch_sampler, loader, strict=True):
-            if isinstance(batch, dict):
-                logits = self.model(batch["input_ids"].to(device), batch["doc_index"].to(device)).float()
-            else:
-                logits = self.model(batch[0].to(device)).float()
-            out = logits.sigmoid() if self.labels.multi_label else logits.softmax(-1)
-            probs[index] = out.cpu()
+        if self.windows is not None:
+            logits = self._window_logits(list(input_ids), batch_size, device)
+        else:
+            data = TokenizedTexts(list(input_ids))
+            loader = self.loader(data, batch_size)
+            logits = torch.empty(len(data), len(self.labels))
+            for index, (ids,) in zip(loader.batch_sampler, loader, strict=True):
+                logits[index] = self.model(ids.to(device)).float().cpu()
         self.model.train(was_training)
-        return probs
+        return logits.sigmoid() if self.labels.multi_label else logits.softmax(-1)
+
+    def _window_logits(self, documents: list[list[list[int]]], batch_size: int, device: torch.device) -> Tensor:
+        """Every window of every document through the encoder in length order, ``batch_size`` windows at a time,
+        each batch padded only to its own longest window; then each document's windows pooled and classified.
+        The logits of document batches (as training reads them) without padding short last windows to full ones.
+        """
+        rows = [(doc, ids) for doc, windows in enumerate(documents) for ids in windows]
+        if not rows:
+            return torch.empty(0, len(self.labels))
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i][1]))
+        collate = PadCollator(self.tokenizer.pad_token_id)
+        features: Tensor | None = None
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            (ids,) = collate([(rows[i][1],) for i in chunk])
+            out = self.model.features(ids.to(device))
+            if features is None:
+                features = out.new_empty(len(rows), out.shape[-1])
+            features[chunk] = out
+        assert features is not None
+        doc_index = torch.tensor([doc for doc, _ in rows], device=device)
+        pooled = pool_windows(features, doc_index, self.model.window_pool, self.model.window_scores(features))
+        return self.model.head(pooled).float().cpu()
 
     def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None, threshold: float = 0.5) -> list[Any]:
         """The label of each text, or for multi-label the list of labels whose probability exceeds ``threshold``."""
