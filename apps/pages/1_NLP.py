@@ -47,7 +47,11 @@ except TujieError as exc:
     st.stop()
 names, multi = clf.labels.names, clf.labels.multi_label
 kind = "multi-label" if multi else "single-label"
-st.caption(f"`{folder}`: {kind} over {len(names)} labels, encoder `{clf.encoder}`")
+w = clf.windows
+reads = f"windows of {w.size} tokens every {w.stride}, {w.pool} pooling" if w else f"first {clf.max_length} tokens"
+if w is None and clf.truncation != "head":
+    reads = f"{clf.max_length} tokens ({clf.truncation})"
+st.caption(f"`{folder}`: {kind} over {len(names)} labels, encoder `{clf.encoder}`, reads {reads}")
 
 text = st.text_area("text", EXAMPLE)
 if text.strip():

@@ -51,3 +51,18 @@ def test_classify_explain_and_batch(page: AppTest, tmp_path: Path, tiny_bert: Pa
     page.main.text_input[0].set_value("body").run()  # the text column: not in the file
     assert not page.exception
     assert any("reviews.csv" in error.value and "body" in error.value for error in page.error)
+
+
+def test_a_windowed_classifier_classifies_and_explains_a_long_text(
+    page: AppTest, tmp_path: Path, tiny_bert: Path
+) -> None:
+    from tujie_nlp import TextClassifier
+
+    windows = {"size": 16, "stride": 12, "max_windows": 8}
+    TextClassifier.from_encoder(tiny_bert, ["neg", "pos"], windows=windows).save_pretrained(tmp_path / "runs" / "w")
+    page.sidebar.text_input[0].set_value(str(tmp_path / "runs")).run()
+    assert any("windows of 16 tokens every 12, mean pooling" in caption.value for caption in page.caption)
+    page.text_area[0].set_value(" ".join(f"word{i}" for i in range(40)) + " finally wonderful").run()
+    assert not page.exception
+    assert page.metric[0].value in {"neg", "pos"}
+    assert any("| rank | word | score |" in md.value for md in page.markdown)  # the explanation table

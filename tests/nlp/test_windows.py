@@ -176,6 +176,7 @@ def test_window_options_are_checked(tiny_bert: Path) -> None:
     def make(**windows: object) -> TextClassifier:
         return TextClassifier.from_encoder(tiny_bert, ["a", "b"], windows=windows)
 
+    assert TextClassifier.from_encoder(tiny_bert, ["a", "b"], max_length=1000).max_length == 128  # its positions
     with pytest.raises(ConfigError, match=r"windows.stride must be in \[1, windows.size = 32\), got 32"):
         make(size=32, stride=32)
     with pytest.raises(ConfigError, match="windows\\.size 256 is above the encoder's limit of 128 tokens"):

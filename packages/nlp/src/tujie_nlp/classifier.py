@@ -131,7 +131,7 @@ class TextClassifier:
             model = SequenceClassifier(hf, tokenizer.pad_token_id, tokenizer.sep_token_id, pooling, pool).eval()
         except ValueError as exc:
             raise ConfigError(f"encoder '{encoder}': {exc}") from None
-        length = _max_length(max_length, tokenizer)
+        length = _max_length(max_length, tokenizer, hf.config)
         return cls(
             model, tokenizer, vocab, max_length=length, encoder=str(encoder), truncation=truncation, windows=windows
         )
@@ -396,8 +396,9 @@ def position_limit(tokenizer: Any, config: Any) -> int | None:
     return min(known) if known else None
 
 
-def _max_length(requested: int, tokenizer: Any) -> int:
-    limit = getattr(tokenizer, "model_max_length", None)
+def _max_length(requested: int, tokenizer: Any, config: Any) -> int:
+    """``requested``, capped at the encoder's position limit (a longer window could not be encoded)."""
     if requested < 8:
         raise ConfigError(f"max_length must be at least 8 tokens, got {requested}")
-    return min(requested, limit) if isinstance(limit, int) and limit > 0 else requested
+    limit = position_limit(tokenizer, config)
+    return min(requested, limit) if limit is not None else requested
