@@ -189,6 +189,9 @@ def test_window_options_are_checked(tiny_bert: Path) -> None:
         TextClassifier.from_encoder(tiny_bert, ["a", "b"], truncation="tail", windows={"size": 32, "stride": 16})
     with pytest.raises(ConfigError, match="batch_size 4 counts windows"):
         load_text_config(None, ["data.batch_size=4", "data.windows.max_windows=8"])
+    windowed = [f"encoder={tiny_bert}", "data.windows.size=32", "data.windows.stride=16"]
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        train_from_config(load_text_config(None, [*windowed, "trainer.micro_batch_size=4"]))
     with pytest.raises(ConfigError, match="DP-SGD"):
         train_from_config(
             load_text_config(

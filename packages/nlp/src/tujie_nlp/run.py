@@ -294,6 +294,11 @@ class TextClassificationRun(RunKind):
         private = any(plugin.name == "dp" for plugin in config.plugins)
         if private and data.windows is not None:  # DP-SGD clips per row; a document spans several rows
             raise ConfigError("data.windows: DP-SGD bounds each training row, and a windowed document spans several")
+        if config.trainer.micro_batch_size is not None and data.windows is not None:
+            raise ConfigError(
+                "trainer.micro_batch_size: splitting a batch of windows would split documents; "
+                "lower data.batch_size and raise trainer.accumulate_grad_batches instead"
+            )
         transfer = config.transfer
         try:
             freeze(
