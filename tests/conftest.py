@@ -161,3 +161,21 @@ def sentiment_csv(tmp_path: Path) -> Path:
     rows = ["text,label", *(f'"{t}",{lab}' for t, lab in SENTIMENT * 4)]
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
+
+
+APP = Path(__file__).parents[1] / "apps" / "streamlit_app.py"
+
+
+@pytest.fixture
+def open_page(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """``open_page(view, runs=None, timeout=120)``: the app (apps/streamlit_app.py) under AppTest, switched to
+    ``apps/views/<view>.py`` and run once, with ``runs`` as its runs folder (default: a folder that does not exist)."""
+    from streamlit.testing.v1 import AppTest
+
+    def open_(view: str, runs: Path | None = None, timeout: float = 120):
+        monkeypatch.setenv("TUJIE_RUNS_DIR", str(runs if runs is not None else tmp_path / "no-runs"))
+        monkeypatch.chdir(tmp_path)  # nothing the page writes lands in the checkout
+        app = AppTest.from_file(str(APP), default_timeout=timeout)
+        return app.switch_page(f"views/{view}.py").run()
+
+    return open_

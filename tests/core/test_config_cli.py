@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tujie_core import ConfigError, load_config
+from tujie_core import ConfigError, DataError, load_config
 
 GOOD = {
     "name": "tiny",
@@ -115,3 +115,24 @@ def test_demo_core_part_prints_metrics_table(tmp_path: Path, tujie) -> None:
     assert "test/accuracy" in proc.stdout and "core: digits MLP" in proc.stdout
     (run_dir,) = (tmp_path / "demo" / "digits-mlp").iterdir()
     assert (run_dir / "report.md").is_file() and (run_dir / "plots" / "roc.png").is_file()
+    from tujie_core.demo import demo_results
+
+    recorded = demo_results(tmp_path / "demo")
+    assert list(recorded) == ["core"] and recorded["core"]["quick"] is True
+    assert recorded["core"]["run_dir"] == str(run_dir) and recorded["core"]["seconds"] > 0
+    accuracy = recorded["core"]["metrics"]["test/accuracy"]
+    assert f"{accuracy:.4f}" in proc.stdout  # the figures printed are the figures kept
+
+
+def test_demo_results_keep_other_parts_and_reject_a_broken_file(tmp_path: Path) -> None:
+    from tujie_core.demo import DemoResult, demo_results, record_result
+
+    assert demo_results(tmp_path) == {}
+    record_result(tmp_path, "a", DemoResult("part a", {"m": 1.0}, tmp_path / "a"), 2.0, quick=False)
+    record_result(tmp_path, "b", DemoResult("part b", {"m": 2.0}, tmp_path / "b"), 3.0, quick=True)
+    record_result(tmp_path, "a", DemoResult("part a", {"m": 5.0}, tmp_path / "a"), 4.0, quick=False)
+    results = demo_results(tmp_path)
+    assert {k: v["metrics"]["m"] for k, v in results.items()} == {"a": 5.0, "b": 2.0}
+    (tmp_path / "demo.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"demo\.json"):
+        demo_results(tmp_path)

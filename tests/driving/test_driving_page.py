@@ -1,22 +1,19 @@
-"""The driving Streamlit page (apps/pages/6_Driving.py), run headless with AppTest on a real run folder."""
+"""The app's Driving page (apps/views/driving.py), run headless with AppTest on a real run folder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from tujie_core import train_from_config
 from tujie_core.runs import parse_config
 
-PAGE = Path(__file__).parents[2] / "apps" / "pages" / "6_Driving.py"
 TIMEOUT = 180
 
 
-def test_without_runs_a_baseline_drives_and_the_page_says_how_to_train(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    page = AppTest.from_file(str(PAGE), default_timeout=TIMEOUT).run()
+def test_without_runs_a_baseline_drives_and_the_page_says_how_to_train(tmp_path: Path, open_page) -> None:
+    page = open_page("driving", timeout=TIMEOUT)
     assert not page.exception
     assert "tujie driving train" in " ".join(i.value for i in page.info)
     assert "idm in highway-fast" in page.image[0].proto.imgs[0].caption
@@ -42,10 +39,8 @@ def runs(tmp_path_factory) -> Path:
     return root
 
 
-def test_with_a_run_the_page_shows_the_comparison_and_the_uncertainty_trace(runs: Path, monkeypatch) -> None:
-    monkeypatch.chdir(runs)
-    page = AppTest.from_file(str(PAGE), default_timeout=TIMEOUT).run()
-    page.sidebar.text_input[0].set_value(".").run()
+def test_with_a_run_the_page_shows_the_comparison_and_the_uncertainty_trace(runs: Path, open_page) -> None:
+    page = open_page("driving", runs, timeout=TIMEOUT)
     assert not page.exception
     assert page.selectbox[0].value.startswith("ens/")
     table = page.dataframe[0].value

@@ -1,4 +1,4 @@
-"""The health Streamlit page (apps/pages/4_Health.py), run headless with AppTest on real run folders."""
+"""The app's Medical imaging page (apps/views/imaging.py), run headless with AppTest on real run folders."""
 
 from __future__ import annotations
 
@@ -8,18 +8,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from tujie_core import load_config, train_from_config
 from tujie_health.cli import bundled_config
 
-PAGE = Path(__file__).parents[2] / "apps" / "pages" / "4_Health.py"
 TIMEOUT = 180
 
 
-def test_without_runs_the_page_says_how_to_train_each_part(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    page = AppTest.from_file(str(PAGE), default_timeout=TIMEOUT).run()
+def test_without_runs_the_page_says_how_to_train_each_part(tmp_path: Path, open_page) -> None:
+    page = open_page("imaging", timeout=TIMEOUT)
     assert not page.exception
     infos = " ".join(i.value for i in page.info)
     for command in ("tujie health segment train", "tujie health classify-images train", "tujie health risk train"):
@@ -40,10 +37,8 @@ def runs(tmp_path_factory) -> Path:
     return root
 
 
-def test_with_runs_the_page_segments_classifies_and_scores_a_patient(runs: Path, monkeypatch) -> None:
-    monkeypatch.chdir(runs)
-    page = AppTest.from_file(str(PAGE), default_timeout=TIMEOUT).run()
-    page.sidebar.text_input[0].set_value(".").run()
+def test_with_runs_the_page_segments_classifies_and_scores_a_patient(runs: Path, open_page) -> None:
+    page = open_page("imaging", runs, timeout=TIMEOUT)
     assert not page.exception
     captions = [img.caption for element in page.image for img in element.proto.imgs]
     assert any(c.startswith("slice ") and "predicted mask (red)" in c for c in captions)
@@ -64,10 +59,8 @@ def test_with_runs_the_page_segments_classifies_and_scores_a_patient(runs: Path,
     assert float(higher) > float(risk)
 
 
-def test_an_uploaded_volume_is_segmented_and_a_bad_one_gets_a_message(runs: Path, monkeypatch, tmp_path) -> None:
-    monkeypatch.chdir(runs)
-    page = AppTest.from_file(str(PAGE), default_timeout=TIMEOUT).run()
-    page.sidebar.text_input[0].set_value(".").run()
+def test_an_uploaded_volume_is_segmented_and_a_bad_one_gets_a_message(runs: Path, tmp_path, open_page) -> None:
+    page = open_page("imaging", runs, timeout=TIMEOUT)
     volume = np.zeros((24, 24, 24), np.float32)
     volume[8:16, 8:16, 8:16] = 1.0
     path = tmp_path / "scan.nii.gz"

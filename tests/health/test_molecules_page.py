@@ -1,4 +1,4 @@
-"""The molecules Streamlit page (apps/pages/5_Molecules.py) with AppTest: predictions with uncertainty, rejects
+"""The app's Molecules page (apps/views/molecules.py) with AppTest: predictions with uncertainty, rejects
 listed, attribution pictures and a screen of the shipped ChEMBL drugs."""
 
 from __future__ import annotations
@@ -7,15 +7,12 @@ import csv
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-PAGE = Path(__file__).parents[2] / "apps" / "pages" / "5_Molecules.py"
 TIMEOUT = 180
 
 
-def test_without_models_the_page_says_how_to_train_one(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    page = AppTest.from_file(str(PAGE), default_timeout=TIMEOUT).run()
+def test_without_models_the_page_says_how_to_train_one(tmp_path: Path, open_page) -> None:
+    page = open_page("molecules", timeout=TIMEOUT)
     assert not page.exception
     assert "tujie health mol-train" in " ".join(i.value for i in page.info)
 
@@ -36,10 +33,8 @@ def runs(tmp_path_factory) -> Path:
     return root
 
 
-def test_the_page_predicts_lists_rejects_draws_and_screens(runs: Path, monkeypatch) -> None:
-    monkeypatch.chdir(runs)
-    page = AppTest.from_file(str(PAGE), default_timeout=TIMEOUT).run()
-    page.sidebar.text_input[0].set_value(".").run()
+def test_the_page_predicts_lists_rejects_draws_and_screens(runs: Path, open_page) -> None:
+    page = open_page("molecules", runs, timeout=TIMEOUT)
     assert not page.exception
     predictions, rejects = page.dataframe[0].value, page.dataframe[1].value
     assert len(predictions) == 4 and "expt ± (ensemble std)" in predictions.columns

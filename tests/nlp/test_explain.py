@@ -10,7 +10,7 @@ import torch
 
 from tujie_core import ConfigError
 from tujie_nlp.classifier import TextClassifier
-from tujie_nlp.explain import Explanation, explain, explanation_markdown, plot_explanation
+from tujie_nlp.explain import Explanation, explain, explanation_html, explanation_markdown, plot_explanation
 
 POS_TEXT = "terrible plot and awful acting"  # predicted 'pos' by the fixture's random model
 NEG_TEXT = "a wonderful film"  # predicted 'neg'
@@ -193,3 +193,22 @@ def test_markdown_ranks_words_by_absolute_score() -> None:
         "| 2 | film | +0.5000 |",
     ]
     assert r"a\|b" in explanation_markdown(e)
+
+
+def test_html_highlights_words_by_sign_and_strength_and_escapes_them() -> None:
+    import re
+
+    e = made_up(["<b>", "wonder", "##ful", "film"], [0.0, -0.3, -0.4, 0.35])
+    html = explanation_html(e)
+    spans = re.findall(
+        r'<span title="([^"]+)" style="background: rgba\((\d+,\d+,\d+),([\d.]+)\)[^"]*">([^<]*)</span>', html
+    )
+    assert [(word, title) for title, _, _, word in spans] == [
+        ("&lt;b&gt;", "+0.0000"),
+        ("wonderful", "-0.7000"),
+        ("film", "+0.3500"),
+    ]
+    colours = {word: (rgb, float(alpha)) for _, rgb, alpha, word in spans}
+    assert colours["wonderful"] == ("215,48,39", 0.85)  # against the target, the strongest
+    assert colours["film"][0] == "26,152,80" and colours["film"][1] == pytest.approx(0.42, abs=0.01)
+    assert colours["&lt;b&gt;"][1] == 0.0 and "<b>" not in html

@@ -1,4 +1,4 @@
-"""The privacy Streamlit page (apps/pages/2_Privacy.py), run headless with AppTest on real run folders."""
+"""The app's Privacy page (apps/views/privacy.py), run headless with AppTest on real run folders."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from streamlit.testing.v1 import AppTest
 from tujie_core import train_from_config
 from tujie_core.runs import parse_config
 
-PAGE = Path(__file__).parents[2] / "apps" / "pages" / "2_Privacy.py"
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Full backward hook is firing:UserWarning", "ignore:Optimal order is the largest alpha:UserWarning"
 )
@@ -29,10 +28,8 @@ def train(root: Path, name: str, plugins: list) -> Path:
 
 
 @pytest.fixture
-def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    (tmp_path / "cwd").mkdir()
-    monkeypatch.chdir(tmp_path / "cwd")
-    return AppTest.from_file(str(PAGE), default_timeout=120).run()
+def page(open_page) -> AppTest:
+    return open_page("privacy", timeout=120)
 
 
 def test_empty_folder_says_how_to_train_a_private_run(page: AppTest) -> None:

@@ -1,4 +1,4 @@
-"""The vision Streamlit page (apps/pages/3_Vision.py), run headless with AppTest on real run folders."""
+"""The app's Vision page (apps/views/vision.py), run headless with AppTest on real run folders."""
 
 from __future__ import annotations
 
@@ -9,17 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
-from streamlit.testing.v1 import AppTest
 
 from tujie_core import train_from_config
 from tujie_core.runs import parse_config
 
-PAGE = Path(__file__).parents[2] / "apps" / "pages" / "3_Vision.py"
 
-
-def test_without_runs_the_page_shows_a_generated_frame_and_how_to_train(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    page = AppTest.from_file(str(PAGE), default_timeout=180).run()
+def test_without_runs_the_page_shows_a_generated_frame_and_how_to_train(tmp_path: Path, open_page) -> None:
+    page = open_page("vision", timeout=180)
     assert not page.exception
     infos = " ".join(i.value for i in page.info)
     assert "tujie vision classify train" in infos and "tujie vision detect train" in infos
@@ -58,10 +54,8 @@ def runs(tmp_path_factory) -> Path:
     return root
 
 
-def test_with_runs_the_page_classifies_detects_and_draws(runs: Path, monkeypatch) -> None:
-    monkeypatch.chdir(runs)
-    page = AppTest.from_file(str(PAGE), default_timeout=180).run()
-    page.sidebar.text_input[0].set_value(".").run()
+def test_with_runs_the_page_classifies_detects_and_draws(runs: Path, open_page) -> None:
+    page = open_page("vision", runs, timeout=180)
     assert not page.exception
     assert page.metric[0].label == "predicted class" and page.metric[0].value in [str(d) for d in range(10)]
     captions = [img.caption for element in page.image for img in element.proto.imgs]
@@ -71,10 +65,8 @@ def test_with_runs_the_page_classifies_detects_and_draws(runs: Path, monkeypatch
     assert any("16 samples of class 7" in c for c in captions)
 
 
-def test_uploads_are_classified_and_bad_ones_get_a_message(runs: Path, monkeypatch) -> None:
-    monkeypatch.chdir(runs)
-    page = AppTest.from_file(str(PAGE), default_timeout=180).run()
-    page.sidebar.text_input[0].set_value(".").run()
+def test_uploads_are_classified_and_bad_ones_get_a_message(runs: Path, open_page) -> None:
+    page = open_page("vision", runs, timeout=180)
     buffer = io.BytesIO()
     Image.fromarray((load_digits().images[3] * 16).clip(0, 255).astype(np.uint8)).save(buffer, format="PNG")
     page.file_uploader[0].upload("three.png", buffer.getvalue(), "image/png").run()

@@ -76,7 +76,10 @@ def demo(
     only: list[str] = typer.Option([], help="run only these parts (entry-point names, e.g. core)"),
     quick: bool = typer.Option(False, help="fewer epochs, for a smoke test"),
 ) -> None:
-    """Run every installed package's demo on its embedded default data and print a metrics table."""
+    """Run every installed package's demo on its embedded default data and print a metrics table; each part's
+    latest result is kept in OUTPUT_DIR/demo.json (the app's home page shows it)."""
+    from tujie_core.demo import record_result
+
     parts = sorted(metadata.entry_points(group="tujie.demo"), key=lambda ep: (ep.name != "core", ep.name))
     unknown = set(only) - {ep.name for ep in parts}
     if unknown:
@@ -96,6 +99,7 @@ def demo(
         start = time.perf_counter()
         result = part(output_dir, quick=quick)
         elapsed = time.perf_counter() - start
+        record_result(output_dir, ep.name, result, elapsed, quick)
         rows += [(result.name, name, f"{value:.4f}") for name, value in result.metrics.items()]
         rows.append((result.name, "wall time (s)", f"{elapsed:.1f}"))
         folders.append(f"{result.name}: {result.run_dir}" + "".join(f"\n  {note}" for note in result.notes))

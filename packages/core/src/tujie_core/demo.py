@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+from tujie_core.errors import DataError
 from tujie_core.runs import load_config
 
 
@@ -17,6 +21,36 @@ class DemoResult:
     metrics: dict[str, float]
     run_dir: Path
     notes: list[str] = field(default_factory=list)
+
+
+RESULTS_NAME = "demo.json"
+
+
+def record_result(output_dir: Path, part: str, result: DemoResult, seconds: float, quick: bool) -> Path:
+    """Add one finished part to ``output_dir/demo.json`` (atomically), keeping the other parts' latest results,
+    so that a ``--only`` run updates its parts and the app shows every part's most recent figures."""
+    from tujie_core.checkpoint import atomic_write_bytes
+
+    path = Path(output_dir) / RESULTS_NAME
+    results = demo_results(output_dir)
+    entry = asdict(result) | {"run_dir": str(result.run_dir), "seconds": round(seconds, 1), "quick": quick}
+    entry["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results[part] = entry
+    atomic_write_bytes(path, json.dumps(results, indent=2).encode())
+    return path
+
+
+def demo_results(output_dir: Path) -> dict[str, dict[str, Any]]:
+    """The latest result of each demo part recorded under ``output_dir`` (empty if none), keyed by part name:
+    ``name``, ``metrics``, ``run_dir``, ``notes``, ``seconds``, ``quick`` and ``finished`` (UTC, ISO 8601)."""
+    path = Path(output_dir) / RESULTS_NAME
+    if not path.is_file():
+        return {}
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a demo results file ({exc})") from exc
+    return results if isinstance(results, dict) else {}
 
 
 def bundled_config(name: str) -> Path:

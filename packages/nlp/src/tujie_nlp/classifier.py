@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -206,12 +207,13 @@ class TextClassifier:
                 list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=self.max_length
             )
             return encoded["input_ids"]
-        start, end = self._template()
+        start, end = self._template
         budget = self.max_length - len(start) - len(end)
         return [start + _cut(ids, budget, self.truncation) + end for ids in self._whole(texts)]
 
+    @cached_property
     def _template(self) -> tuple[list[int], list[int]]:
-        """The special tokens before and after a text: [CLS] / [SEP], <s> / </s>."""
+        """The special tokens before and after a text: [CLS] / [SEP], <s> / </s> (the tokenizer's, computed once)."""
         template = self.tokenizer("")["input_ids"]
         return template[:1], template[1:]
 
@@ -223,7 +225,7 @@ class TextClassifier:
         """``(start, ids)`` of each window over a text's token ids (no special tokens): the first text token's
         position and the window's ids with special tokens."""
         assert self.windows is not None
-        start, end = self._template()
+        start, end = self._template
         w = self.windows
         spans = window_spans(len(whole), w.size - len(start) - len(end), w.stride, w.max_windows)
         return [(a, start + whole[a:b] + end) for a, b in spans]

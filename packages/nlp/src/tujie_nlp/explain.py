@@ -19,6 +19,7 @@ scores still add up to the whole attribution.
 from __future__ import annotations
 
 import contextlib
+import html
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +208,7 @@ def _document(classifier: TextClassifier, text: str, device: torch.device) -> _D
         return _Document(ids, torch.ones_like(ids), keep, positions, ids[keep].tolist())
     whole = classifier._whole([text])[0]
     windows = classifier.window_tokens(whole)
-    before, after = (len(part) for part in classifier._template())
+    before, after = (len(part) for part in classifier._template)
     covered = sorted({start + j for start, w in windows for j in range(len(w) - before - after)})
     index = {p: i for i, p in enumerate(covered)}
     ids = torch.full((len(windows), max(len(w) for _, w in windows)), tokenizer.pad_token_id, dtype=torch.long)
@@ -384,6 +385,22 @@ def explanation_markdown(explanation: Explanation, top: int = 10) -> str:
     cells = [(rank, word.replace("|", "\\|"), score) for rank, (word, score) in enumerate(ranked, 1)]
     rows = [f"| {rank} | {word} | {score:+.4f} |" for rank, word, score in cells]
     return "\n".join([headline, "", "| rank | word | score |", "|---|---|---|", *rows])
+
+
+def explanation_html(explanation: Explanation) -> str:
+    """The text's words as HTML spans on a background coloured by score (green for the target, red against it,
+    opacity scaled by the largest absolute score), each with its score as a tooltip; words are escaped."""
+    words = explanation.words()
+    limit = max((abs(score) for _, score in words), default=0.0) or 1.0
+    spans = []
+    for word, score in words:
+        rgb = "26,152,80" if score >= 0 else "215,48,39"
+        alpha = 0.85 * abs(score) / limit
+        spans.append(
+            f'<span title="{score:+.4f}" style="background: rgba({rgb},{alpha:.2f}); padding: 1px 3px; '
+            f'border-radius: 3px">{html.escape(word)}</span>'
+        )
+    return f'<div class="tujie-attributions" style="line-height: 2">{" ".join(spans)}</div>'
 
 
 def _headline(explanation: Explanation) -> str:

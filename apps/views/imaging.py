@@ -1,6 +1,6 @@
-"""tujie Streamlit app, health page: segment a volume (slices with the predicted mask over them and a slice slider),
-classify a medical image with a saliency overlay, and a risk form giving a patient's calibrated probability with the
-columns that drove it (tujie_health)."""
+"""Medical imaging: segment a volume (slices with the predicted mask over them and a slice slider), classify a
+medical image with a saliency overlay, and a risk form giving a patient's calibrated probability with the columns
+that drove it (tujie_health)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import streamlit as st
 import yaml
 from PIL import Image
+from tujie_ui import missing_package, offer_demo, page_spec, relative, runs_on_data, runs_root, upload_bytes
 
 from tujie_core import TujieError
 
@@ -21,29 +22,13 @@ try:
     from tujie_health.imaging.classifier import MedicalImageClassifier
     from tujie_health.imaging.classify import Lesions, image_tensor
     from tujie_health.imaging.data import Synthetic
-except ImportError:  # the page of a package that is not installed says so
-    st.error("tujie-health is not installed: `pip install tujie-health` (or `make setup`).")
-    st.stop()
+except ImportError as exc:
+    missing_package("tujie-health", exc)
 
+SPEC = page_spec("imaging.py")
 MAX_UPLOAD_MB = 200
 MASK_COLOUR = np.array([230, 40, 40], dtype=np.float32)
 TRUTH_COLOUR = np.array([40, 200, 80], dtype=np.float32)
-
-
-def runs_on(root: Path, data_name: str) -> list[Path]:
-    """Finished runs under ``root`` whose config trains on ``data_name`` (newest first)."""
-    found = []
-    for config in root.glob("**/config.yaml"):
-        run = config.parent
-        if not (run / "model" / "config.json").is_file():
-            continue
-        try:
-            data = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("data") or {}
-        except yaml.YAMLError:
-            continue
-        if isinstance(data, dict) and data.get("name") == data_name:
-            found.append(run)
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 @st.cache_resource
@@ -63,18 +48,11 @@ def risk_model(run: str) -> RiskModel:
 
 def pick_run(root: Path, data_name: str, label: str, how_to_train: str) -> Path | None:
     """A selectbox over the runs on ``data_name``, or a message saying how to make one."""
-    runs = runs_on(root, data_name) if root.is_dir() else []
+    runs = runs_on_data(root, data_name)
     if not runs:
-        st.info(f"No {label} under `{root}`. Train one: `{how_to_train}`.")
+        offer_demo(SPEC.demo_part, label, how_to_train)
         return None
-    return root / st.selectbox(label, [str(p.relative_to(root)) for p in runs])
-
-
-def within_limit(upload) -> bool:
-    if upload.size > MAX_UPLOAD_MB * 2**20:
-        st.error(f"{upload.name}: {upload.size / 2**20:.1f} MB is over the {MAX_UPLOAD_MB} MB limit")
-        return False
-    return True
+    return root / st.selectbox(label, [relative(p, root) for p in runs])
 
 
 def overlay_slice(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None, scale: int) -> Image.Image:
@@ -98,17 +76,17 @@ def synthetic_size(run: Path) -> int:
 
 def segmentation_section(root: Path) -> None:
     st.header("Segment a volume")
-    run = pick_run(root, "volumes", "segmentation run", "tujie health segment train` or `make demo")
+    run = pick_run(root, "volumes", "segmentation run", "tujie health segment train")
     if run is None:
         return
     model = segmenter(str(run))
     upload = st.file_uploader("a NIfTI volume (.nii, .nii.gz)", type=["nii", "gz"], key="volume")
     truth = None
     try:
-        if upload is not None and within_limit(upload):
+        if upload is not None and (data := upload_bytes(upload, MAX_UPLOAD_MB, (".nii", ".nii.gz"))) is not None:
             suffix = ".nii.gz" if upload.name.endswith(".gz") else ".nii"
             with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
-                handle.write(upload.getvalue())
+                handle.write(data)
                 handle.flush()
                 original, prepared = model.preprocess(Path(handle.name))
                 result = model.segment(original, prepared)
@@ -153,10 +131,10 @@ def classification_section(root: Path) -> None:
     upload = st.file_uploader("a MedMNIST .npz (its test split)", type=["npz"], key="npz")
     try:
         if upload is not None:
-            if not within_limit(upload):
+            if (data := upload_bytes(upload, MAX_UPLOAD_MB, (".npz",))) is None:
                 return
             with tempfile.NamedTemporaryFile(suffix=".npz") as handle:
-                handle.write(upload.getvalue())
+                handle.write(data)
                 handle.flush()
                 images, _ = model.images(Path(handle.name))
         else:
@@ -222,10 +200,10 @@ def risk_section(root: Path) -> None:
     right.pyplot(explanation.plot(k=10))
 
 
-st.set_page_config(page_title="tujie — health", layout="wide")
-st.title("tujie 图解 — health (book ch. 18)")
-runs_root = Path(st.sidebar.text_input("runs folder", "runs"))
-segmentation_section(runs_root)
-classification_section(runs_root)
-risk_section(runs_root)
+st.title("Medical imaging")
+st.caption(f"Book ch. {SPEC.chapters}.")
+root = runs_root()
+segmentation_section(root)
+classification_section(root)
+risk_section(root)
 st.caption(f"Uploads up to {MAX_UPLOAD_MB} MB; everything runs on this machine and nothing is sent anywhere.")

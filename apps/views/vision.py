@@ -1,5 +1,5 @@
-"""tujie Streamlit app, vision page: classify an image with a trained classifier, detect vehicles in a freshly
-generated highway-env frame (boxes drawn), and draw a class from a trained GAN (tujie_vision)."""
+"""Vision: classify an image with a trained classifier, detect vehicles in a freshly generated highway-env frame or
+an uploaded image (boxes drawn), and draw a class from a trained conditional GAN (tujie_vision)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
+from tujie_ui import finished_runs, missing_package, offer_demo, page_spec, relative, runs_root, upload_bytes
 
 from tujie_core import TujieError
 
@@ -19,33 +20,27 @@ try:
     from tujie_vision.detection import YoloDetector
     from tujie_vision.gan import ConditionalGAN
     from tujie_vision.scenes import SceneOptions, frames
-except ImportError:  # the page of a package that is not installed says so
-    st.error("tujie-vision is not installed: `pip install tujie-vision` (or `make setup`).")
-    st.stop()
+except ImportError as exc:
+    missing_package("tujie-vision", exc)
 
+SPEC = page_spec("vision.py")
 MAX_UPLOAD_MB = 10
+MAX_PIXELS = 40_000_000  # a decompression bomb is refused before it is decoded
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "ppm", "webp"]
 SCENARIOS = ["highway-fast", "merge", "roundabout", "intersection"]
 
 
-def runs_of(root: Path, kind: str) -> list[Path]:
-    """Finished run folders of ``kind`` under ``root`` (newest first); image classifiers only for supervised."""
+def image_classifiers(root: Path) -> list[Path]:
+    """Supervised runs whose model reads images (a 3-d input shape), newest first."""
     found = []
-    for summary in root.glob("**/summary.json"):
-        run = summary.parent
-        if json.loads(summary.read_text(encoding="utf-8")).get("kind") != kind:
-            continue
-        if kind == "supervised":
-            config = run / "model" / "config.json"
-            shape = (
-                json.loads(config.read_text(encoding="utf-8"))["model"].get("input_shape", [])
-                if config.is_file()
-                else []
-            )
-            if len(shape) != 3:
-                continue
-        found.append(run)
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+    for run in finished_runs(root, "supervised"):
+        config = run / "model" / "config.json"
+        if (
+            config.is_file()
+            and len(json.loads(config.read_text(encoding="utf-8"))["model"].get("input_shape", [])) == 3
+        ):
+            found.append(run)
+    return found
 
 
 @st.cache_resource
@@ -64,12 +59,15 @@ def gan(run: str) -> ConditionalGAN:
 
 
 def uploaded_image(upload) -> Image.Image | None:
-    """The upload as an image, or None after a message on the page (too large, not an image)."""
-    if upload.size > MAX_UPLOAD_MB * 2**20:
-        st.error(f"{upload.name}: {upload.size / 2**20:.1f} MB is over the {MAX_UPLOAD_MB} MB limit")
+    """The upload as an image, or None after a message on the page (type, size, not an image, too many pixels)."""
+    data = upload_bytes(upload, MAX_UPLOAD_MB, tuple(f".{t}" for t in IMAGE_TYPES))
+    if data is None:
         return None
     try:
-        image = Image.open(io.BytesIO(upload.getvalue()))
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_PIXELS:
+            st.error(f"{upload.name}: {image.width}×{image.height} pixels is over the {MAX_PIXELS:,} pixel limit")
+            return None
         image.load()
     except Exception as exc:  # any decoder error is a bad upload, shown on the page
         st.error(f"{upload.name}: not a readable image ({type(exc).__name__})")
@@ -85,18 +83,16 @@ def draw_boxes(picture: np.ndarray | Image.Image, boxes: list[tuple], colour: tu
     return image
 
 
-st.set_page_config(page_title="tujie — vision", layout="wide")
-st.title("tujie 图解 — vision (book ch. 6, 10, 14, 17)")
-root = Path(st.sidebar.text_input("runs folder", "runs"))
+st.title("Vision")
+st.caption(f"Book ch. {SPEC.chapters}.")
+root = runs_root()
 
 st.header("Classify an image")
-classifiers = runs_of(root, "supervised") if root.is_dir() else []
+classifiers = image_classifiers(root)
 if not classifiers:
-    st.info(
-        f"No image classifier under `{root}`. Train one: `tujie vision classify train` (the digits) or `make demo`."
-    )
+    offer_demo(SPEC.demo_part, "image classifier", "tujie vision classify train")
 else:
-    choice = st.selectbox("classifier run", [str(p.relative_to(root)) for p in classifiers])
+    choice = st.selectbox("classifier run", [relative(p, root) for p in classifiers])
     model = classifier(str(root / choice))
     upload = st.file_uploader("an image", type=IMAGE_TYPES, key="classify")
     image = uploaded_image(upload) if upload is not None else None
@@ -119,20 +115,29 @@ else:
             )
             right.bar_chart(probabilities, x="class", y="probability")
 
-st.header("Detect vehicles in a generated driving scene")
-col1, col2 = st.columns(2)
-scenario = col1.selectbox("scenario", SCENARIOS)
-seed = int(col2.number_input("seed", 0, 10_000, 0))
-frame, truth = next(frames(SceneOptions(scenario=scenario), count=1, seed=seed))
-detectors = runs_of(root, "detection") if root.is_dir() else []
-if not detectors:
-    st.image(draw_boxes(frame, [tuple(b) for b in truth], (0, 200, 0)), caption="boxes from simulator state (green)")
-    st.info(f"No detection run under `{root}`. Train one: `tujie vision detect train` (generated scenes).")
+st.header("Detect vehicles")
+detectors = finished_runs(root, "detection")
+upload = st.file_uploader("an image of a road (or a generated driving scene below)", type=IMAGE_TYPES, key="detect")
+truth: list[tuple] = []
+if upload is not None:
+    picture = uploaded_image(upload)
+    frame = np.asarray(picture.convert("RGB")) if picture is not None else None
+    source = upload.name
 else:
-    run = st.selectbox("detector run", [str(p.relative_to(root)) for p in detectors])
+    col1, col2 = st.columns(2)
+    scenario = col1.selectbox("scenario", SCENARIOS)
+    seed = int(col2.number_input("seed", 0, 10_000, 0))
+    frame, boxes = next(frames(SceneOptions(scenario=scenario), count=1, seed=seed))
+    truth, source = [tuple(b) for b in boxes], f"{scenario}, seed {seed}"
+if frame is not None and not detectors:
+    st.image(draw_boxes(frame, truth, (0, 200, 0)), caption=f"{source}: boxes from simulator state (green)")
+    offer_demo(SPEC.demo_part, "detection run", "tujie vision detect train")
+elif frame is not None:
+    run = st.selectbox("detector run", [relative(p, root) for p in detectors])
     found = detector(str(root / run)).detect(frame)
-    picture = draw_boxes(draw_boxes(frame, [tuple(b) for b in truth], (0, 200, 0)), [d.box for d in found], (230, 0, 0))
-    st.image(picture, caption=f"{len(found)} detections (red) against {len(truth)} simulator boxes (green)")
+    picture = draw_boxes(draw_boxes(frame, truth, (0, 200, 0)), [d.box for d in found], (230, 0, 0))
+    against = f" against {len(truth)} simulator boxes (green)" if upload is None else ""
+    st.image(picture, caption=f"{source}: {len(found)} detections (red){against}")
     if found:
         st.dataframe(
             pd.DataFrame(
@@ -142,11 +147,11 @@ else:
         )
 
 st.header("Synthetic images from a conditional GAN (ch. 10)")
-gans = runs_of(root, "gan") if root.is_dir() else []
+gans = finished_runs(root, "gan")
 if not gans:
-    st.info(f"No GAN run under `{root}`. Train one: `tujie vision gan train` (the digits).")
+    offer_demo(SPEC.demo_part, "GAN run", "tujie vision gan train")
 else:
-    run = st.selectbox("GAN run", [str(p.relative_to(root)) for p in gans])
+    run = st.selectbox("GAN run", [relative(p, root) for p in gans])
     generator = gan(str(root / run))
     label = st.selectbox("class", generator.class_names)
     samples = generator.sample(label, 16, seed=int(st.number_input("noise seed", 0, 10_000, 0)))

@@ -1,4 +1,4 @@
-"""tujie Streamlit app, driving page: pick a scenario and an agent (a trained run or a baseline), watch a seeded
+"""Driving: pick a scenario and an agent (a trained run or a baseline), watch a seeded
 episode, read the run's comparison table, and follow an ensemble's uncertainty with its fallback moments marked
 (tujie_driving)."""
 
@@ -12,27 +12,18 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 from PIL import Image
+from tujie_ui import finished_runs, missing_package, offer_demo, page_spec, relative, runs_root
 
 from tujie_core import TujieError
 
 try:
     from tujie_driving import SCENARIOS, Agent, Scenario, create_agent, render_episode
     from tujie_driving.scenarios import default_settings
-except ImportError:  # the page of a package that is not installed says so
-    st.error("tujie-driving is not installed: `pip install tujie-driving` (or `make setup`).")
-    st.stop()
+except ImportError as exc:
+    missing_package("tujie-driving", exc)
 
+SPEC = page_spec("driving.py")
 BASELINES = ["idm", "random"]
-
-
-def driving_runs(root: Path) -> list[Path]:
-    """Finished driving run folders under ``root``, newest first."""
-    found = [
-        s.parent
-        for s in root.glob("**/summary.json")
-        if json.loads(s.read_text(encoding="utf-8")).get("kind") == "driving" and (s.parent / "agent").is_dir()
-    ]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 @st.cache_resource
@@ -75,17 +66,14 @@ def uncertainty_chart(trace: list[dict]) -> alt.LayerChart:
     return line + threshold + fallbacks
 
 
-st.set_page_config(page_title="tujie — driving", layout="wide")
-st.title("tujie 图解 — driving (book ch. 16, 17)")
-root = Path(st.sidebar.text_input("runs folder", "runs"))
-runs = driving_runs(root) if root.is_dir() else []
+st.title("Driving")
+st.caption(f"Book ch. {SPEC.chapters}.")
+root = runs_root()
+runs = [run for run in finished_runs(root, "driving") if (run / "agent").is_dir()]
 if not runs:
-    st.info(
-        f"No driving run under `{root}`: the baselines drive below. Train an agent: `tujie driving train` "
-        "(DQN on highway-fast), `tujie driving train --agent dqn-ensemble` (with an uncertainty fallback) or "
-        "`make demo`."
-    )
-choices = [str(p.relative_to(root)) for p in runs] + BASELINES
+    st.caption("No trained agent yet: the baselines drive below.")
+    offer_demo(SPEC.demo_part, "driving run", "tujie driving train --agent dqn-ensemble")
+choices = [relative(p, root) for p in runs] + BASELINES
 col1, col2, col3, col4 = st.columns(4)
 chosen = col1.selectbox("agent (a run folder or a baseline)", choices)
 run = str(root / chosen) if chosen not in BASELINES else chosen

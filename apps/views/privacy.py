@@ -1,4 +1,4 @@
-"""tujie Streamlit app, privacy page: accuracy against ε over the runs in a folder, a run's membership-inference
+"""Privacy: accuracy against ε over the runs in a folder, a run's membership-inference
 audit (ROC) and its report card, an identifier scan of an uploaded file, and an encrypted-inference round trip
 showing what the server sees against what the client gets (tujie_privacy)."""
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
+from tujie_ui import missing_package, offer_demo, page_spec, relative, runs_root, show_markdown, upload_bytes
 
 from tujie_core import TujieError
 
@@ -21,10 +22,10 @@ try:
     from tujie_privacy.he import BackgroundServer, HEModel, ServiceClient, compile_run
     from tujie_privacy.report import privacy_report
     from tujie_privacy.scan import scan_file
-except ImportError:  # the page of a package that is not installed says so
-    st.error("tujie-privacy is not installed: `pip install tujie-privacy` (or `make setup`).")
-    st.stop()
+except ImportError as exc:
+    missing_package("tujie-privacy", exc)
 
+SPEC = page_spec("privacy.py")
 MAX_UPLOAD_MB = 20
 BUILT_IN = "built in: digits MLP with square activations (trained on first use, ~5 s)"
 
@@ -40,7 +41,7 @@ def runs_under(root: Path) -> list[dict]:
             continue
         dp_file = run / DP_FILE
         epsilon = json.loads(dp_file.read_text(encoding="utf-8"))["epsilon"] if dp_file.is_file() else None
-        rows.append({"run": str(run.relative_to(root)), "epsilon": epsilon, "accuracy": accuracy, "path": run})
+        rows.append({"run": relative(run, root), "epsilon": epsilon, "accuracy": accuracy, "path": run})
     return rows
 
 
@@ -83,18 +84,15 @@ def decisions(outputs: np.ndarray, classes: list[str]) -> list[str]:
     return [classes[i] if i < len(classes) else str(i) for i in index]
 
 
-st.set_page_config(page_title="tujie — privacy", layout="wide")
-st.title("tujie 图解 — privacy (book ch. 19)")
-root = Path(st.sidebar.text_input("runs folder", "runs"))
+st.title("Privacy")
+st.caption(f"Book ch. {SPEC.chapters}.")
+root = runs_root()
 runs = runs_under(root) if root.is_dir() else []
 private = [r for r in runs if r["epsilon"] is not None]
 
 st.header("Accuracy against ε")
 if not private:
-    st.info(
-        f"No DP runs under `{root}`. Run `make demo`, or train one: `tujie train CONFIG --dp epsilon=3` "
-        "(any run config)."
-    )
+    offer_demo(SPEC.demo_part, "DP run", "tujie train CONFIG --dp epsilon=3")
 else:
     table = pd.DataFrame([{k: r[k] for k in ("run", "epsilon", "accuracy")} for r in runs])
     st.scatter_chart(table[table["epsilon"].notna()], x="epsilon", y="accuracy")
@@ -119,7 +117,8 @@ if runs:
     if roc.is_file():
         left, right = st.columns(2)
         left.image(str(roc), caption="ROC of the attacks, log scale")
-        right.markdown((run_dir / AUDIT_DIR / "audit.md").read_text(encoding="utf-8"))
+        with right:
+            show_markdown((run_dir / AUDIT_DIR / "audit.md").read_text(encoding="utf-8"), run_dir / AUDIT_DIR)
     else:
         st.info("Not audited yet: press the button above (or `tujie privacy audit RUN_DIR`).")
     try:
@@ -128,19 +127,20 @@ if runs:
         st.error(str(exc))
     else:
         with st.expander("privacy report card", expanded=True):
-            st.markdown(card.read_text(encoding="utf-8"))
+            show_markdown(card.read_text(encoding="utf-8"), run_dir)
 else:
     st.info("No finished run folders to audit.")
 
 st.header("Scan data for direct identifiers")
 upload = st.file_uploader("a CSV, TSV, JSON-lines or text file", type=["csv", "tsv", "jsonl", "txt"])
 if upload is not None:
-    if upload.size > MAX_UPLOAD_MB * 2**20:
-        st.error(f"{upload.name}: larger than {MAX_UPLOAD_MB} MB; scan it with `tujie privacy scan FILE`.")
+    data = upload_bytes(upload, MAX_UPLOAD_MB, (".csv", ".tsv", ".jsonl", ".txt"))
+    if data is None:
+        st.caption("Scan bigger files with `tujie privacy scan FILE`.")
     else:
         with tempfile.TemporaryDirectory() as tmp:
             source = Path(tmp, "upload" + Path(upload.name).suffix.lower())
-            source.write_bytes(upload.getvalue())
+            source.write_bytes(data)
             try:
                 report = scan_file(source, redact_to=Path(tmp, "redacted" + source.suffix))
             except TujieError as exc:

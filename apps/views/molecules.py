@@ -1,4 +1,4 @@
-"""tujie Streamlit app, molecules page: paste or upload SMILES and get each molecule's prediction with its ensemble
+"""Molecules: paste or upload SMILES and get each molecule's prediction with its ensemble
 uncertainty, pictures coloured by atom attribution and the invalid rows listed; screen the shipped ChEMBL approved
 drugs and show the top hits (tujie_health.molecules)."""
 
@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import streamlit as st
-import yaml
+from tujie_ui import missing_package, offer_demo, page_spec, relative, runs_on_data, runs_root, upload_bytes
 
 from tujie_core import TujieError
 
@@ -19,10 +19,10 @@ try:
     from tujie_health.molecules.draw import draw_grid
     from tujie_health.molecules.predictor import ENSEMBLE_NAME, MoleculeModel
     from tujie_health.molecules.screen import screen
-except ImportError:  # the page of a package that is not installed says so
-    st.error("tujie-health is not installed: `pip install tujie-health` (or `make setup`).")
-    st.stop()
+except ImportError as exc:
+    missing_package("tujie-health", exc)
 
+SPEC = page_spec("molecules.py")
 MAX_UPLOAD_MB = 50
 MAX_MOLECULES = 2000  # pasted or uploaded at once (screen bigger libraries with `tujie health screen`)
 EXAMPLES = "CCO\nc1ccccc1O\nCC(=O)Oc1ccccc1C(=O)O\nCN1C=NC2=C1C(=O)N(C(=O)N2C)C\nC1CC"
@@ -30,17 +30,7 @@ EXAMPLES = "CCO\nc1ccccc1O\nCC(=O)Oc1ccccc1C(=O)O\nCN1C=NC2=C1C(=O)N(C(=O)N2C)C\
 
 def molecule_models(root: Path) -> list[Path]:
     """Ensemble folders and finished runs on data 'molecules' under ``root`` (newest first)."""
-    found = [p.parent for p in root.glob(f"**/{ENSEMBLE_NAME}")]
-    for config in root.glob("**/config.yaml"):
-        run = config.parent
-        if not (run / "model" / "config.json").is_file():
-            continue
-        try:
-            data = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("data") or {}
-        except yaml.YAMLError:
-            continue
-        if isinstance(data, dict) and data.get("name") == "molecules":
-            found.append(run)
+    found = [p.parent for p in root.glob(f"**/{ENSEMBLE_NAME}")] + runs_on_data(root, "molecules")
     return sorted(set(found), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
@@ -51,11 +41,11 @@ def load_model(path: str) -> MoleculeModel:
 
 def uploaded_smiles(upload) -> list[str] | None:
     """The SMILES of an uploaded .smi/.csv/.tsv, or None with a message on the page."""
-    if upload.size > MAX_UPLOAD_MB * 2**20:
-        st.error(f"{upload.name}: {upload.size / 2**20:.1f} MB is over the {MAX_UPLOAD_MB} MB limit")
+    data = upload_bytes(upload, MAX_UPLOAD_MB, (".smi", ".csv", ".tsv"))
+    if data is None:
         return None
     try:
-        text = upload.getvalue().decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         st.error(f"{upload.name}: not UTF-8 text")
         return None
@@ -147,13 +137,13 @@ def screening_section(model: MoleculeModel) -> None:
 
 
 st.title("Molecules")
-st.caption("Book ch. 18.4.1: graph neural networks for molecular properties and virtual screening.")
-root = Path(st.sidebar.text_input("runs folder", "runs"))
+st.caption(f"Book ch. {SPEC.chapters}: graph neural networks for molecular properties and virtual screening.")
+root = runs_root()
 models = molecule_models(root) if root.is_dir() else []
 if not models:
-    st.info(f"No molecule model under `{root}`. Train one: `tujie health mol-train` (add `--seeds 3` for uncertainty).")
+    offer_demo(SPEC.demo_part, "molecule model", "tujie health mol-train --seeds 3")
     st.stop()
-choice = st.selectbox("model", [str(p.relative_to(root)) for p in models])
+choice = st.selectbox("model", [relative(p, root) for p in models])
 try:
     chosen = load_model(str(root / choice))
 except TujieError as exc:
