@@ -13,7 +13,7 @@ export YOLO_OFFLINE := true
 export YOLO_AUTOINSTALL := false
 export MPLBACKEND := Agg
 
-.PHONY: help setup demo test test-slow lint bench app constraints clean
+.PHONY: help setup demo test test-slow test-browser lint bench app constraints clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ test: setup ## run the test suite (slow tests excluded) and the import contracts
 test-slow: setup ## run only the slow tests
 	$(BIN)/pytest -m slow
 
+test-browser: setup ## drive the app in headless Chromium (Debian's chromium + fonts-noto-cjk); screenshots in runs/browser
+	$(BIN)/pytest -m browser
+
 lint: setup ## ruff + import-linter contracts (one-way package dependencies)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -49,8 +52,8 @@ bench: setup ## run every benchmark in quick mode; JSON results in runs/bench/
 		$(BIN)/python $$script --quick --json runs/bench/$$name.json || exit 1; \
 	done
 
-app: setup ## start the Streamlit app
-	$(BIN)/streamlit run apps/Home.py
+app: setup ## start the Streamlit app on http://localhost:8501 (every domain; offline)
+	$(BIN)/streamlit run apps/streamlit_app.py
 
 constraints: setup ## re-pin constraints.txt from the current environment
 	@{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^tujie'; } > constraints.new

@@ -24,9 +24,9 @@ rows = [
     {
         "page": spec.title,
         "book chapters": spec.chapters,
-        "what it shows": spec.shows,
         "package": spec.distribution or "tujie-core",
         "installed": "yes" if spec.installed else "no",
+        "what it shows": spec.shows,
     }
     for spec in PAGES
     if spec.file != "home.py"

@@ -80,7 +80,9 @@ def segmentation_section(root: Path) -> None:
     if run is None:
         return
     model = segmenter(str(run))
-    upload = st.file_uploader("a NIfTI volume (.nii, .nii.gz)", type=["nii", "gz"], key="volume")
+    upload = st.file_uploader(
+        "a NIfTI volume (.nii, .nii.gz)", type=["nii", "gz"], key="volume", max_upload_size=MAX_UPLOAD_MB
+    )
     truth = None
     try:
         if upload is not None and (data := upload_bytes(upload, MAX_UPLOAD_MB, (".nii", ".nii.gz"))) is not None:
@@ -128,7 +130,9 @@ def classification_section(root: Path) -> None:
     if run is None:
         return
     model = image_classifier(str(run))
-    upload = st.file_uploader("a MedMNIST .npz (its test split)", type=["npz"], key="npz")
+    upload = st.file_uploader(
+        "a MedMNIST .npz (its test split)", type=["npz"], key="npz", max_upload_size=MAX_UPLOAD_MB
+    )
     try:
         if upload is not None:
             if (data := upload_bytes(upload, MAX_UPLOAD_MB, (".npz",))) is None:

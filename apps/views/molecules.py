@@ -69,7 +69,9 @@ def uploaded_smiles(upload) -> list[str] | None:
 
 def predictions_section(model: MoleculeModel) -> None:
     st.subheader("Predict")
-    upload = st.file_uploader("or upload a .smi / .csv / .tsv", type=["smi", "csv", "tsv"])
+    upload = st.file_uploader(
+        "or upload a .smi / .csv / .tsv", type=["smi", "csv", "tsv"], max_upload_size=MAX_UPLOAD_MB
+    )
     smiles = uploaded_smiles(upload) if upload is not None else None
     if smiles is None:
         smiles = [

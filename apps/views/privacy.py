@@ -132,7 +132,9 @@ else:
     st.info("No finished run folders to audit.")
 
 st.header("Scan data for direct identifiers")
-upload = st.file_uploader("a CSV, TSV, JSON-lines or text file", type=["csv", "tsv", "jsonl", "txt"])
+upload = st.file_uploader(
+    "a CSV, TSV, JSON-lines or text file", type=["csv", "tsv", "jsonl", "txt"], max_upload_size=MAX_UPLOAD_MB
+)
 if upload is not None:
     data = upload_bytes(upload, MAX_UPLOAD_MB, (".csv", ".tsv", ".jsonl", ".txt"))
     if data is None:

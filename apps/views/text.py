@@ -75,7 +75,7 @@ if w is None and clf.truncation != "head":
 st.caption(f"`{folder}`: {kind} over {len(names)} labels, encoder `{clf.encoder}`, reads {reads}")
 
 st.header("Classify")
-document = st.file_uploader(f"a .txt document (up to {MAX_DOCUMENT_MB} MB)", type=["txt"], key="document")
+document = st.file_uploader("a .txt document", type=["txt"], key="document", max_upload_size=MAX_DOCUMENT_MB)
 text = uploaded_document(document) if document is not None else None
 if text is None:
     text = st.text_area("or type a text", EXAMPLE)
@@ -98,7 +98,7 @@ else:
 
 st.header("Batch")
 upload = st.file_uploader(
-    f"a file to classify, one text per row (up to {MAX_BATCH_MB} MB)", type=["csv", "tsv", "jsonl"]
+    "a file to classify, one text per row", type=["csv", "tsv", "jsonl"], max_upload_size=MAX_BATCH_MB
 )
 column = st.text_input("text column", "text")
 if upload is not None and (data := upload_bytes(upload, MAX_BATCH_MB, BATCH_TYPES)) is not None:

@@ -94,7 +94,7 @@ if not classifiers:
 else:
     choice = st.selectbox("classifier run", [relative(p, root) for p in classifiers])
     model = classifier(str(root / choice))
-    upload = st.file_uploader("an image", type=IMAGE_TYPES, key="classify")
+    upload = st.file_uploader("an image", type=IMAGE_TYPES, key="classify", max_upload_size=MAX_UPLOAD_MB)
     image = uploaded_image(upload) if upload is not None else None
     if upload is None:
         from sklearn.datasets import load_digits
@@ -117,7 +117,12 @@ else:
 
 st.header("Detect vehicles")
 detectors = finished_runs(root, "detection")
-upload = st.file_uploader("an image of a road (or a generated driving scene below)", type=IMAGE_TYPES, key="detect")
+upload = st.file_uploader(
+    "an image of a road (or a generated driving scene below)",
+    type=IMAGE_TYPES,
+    key="detect",
+    max_upload_size=MAX_UPLOAD_MB,
+)
 truth: list[tuple] = []
 if upload is not None:
     picture = uploaded_image(upload)

@@ -134,3 +134,64 @@ def test_a_page_button_trains_its_quick_demo_models(tmp_path: Path, open_page) -
     table = page.dataframe[0].value  # accuracy against ε over the runs just trained
     assert table["epsilon"].min() <= 3.0 and len(table) >= 2
     assert "privacy" in demo_results(tmp_path / "runs" / "demo")
+
+
+def test_reports_draw_their_own_images_and_nothing_outside_the_run(tmp_path: Path) -> None:
+    from PIL import Image
+
+    run = tmp_path / "run"
+    (run / "plots").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(run / "plots" / "roc.png")
+    Image.new("RGB", (4, 4)).save(tmp_path / "secret.png")
+    report = "# Report\n\n![ROC](plots/roc.png)\n\nafter\n\n![leak](../secret.png) ![gone](plots/none.png)\n"
+
+    def page(report: str, folder: str) -> None:
+        from pathlib import Path
+
+        from tujie_ui import show_markdown
+
+        show_markdown(report, Path(folder))
+
+    app = AppTest.from_function(page, args=(report, str(run))).run()
+    assert not app.exception
+    assert len(app.image) == 1 and app.image[0].proto.imgs[0].caption == "ROC"
+    texts = [md.value for md in app.markdown]
+    assert texts[0].strip() == "# Report" and "after" in texts[1]
+    assert "![leak](../secret.png)" in texts[1] and "![gone](plots/none.png)" in texts[1]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("big.csv", b"x" * (2 * 2**20 + 1), "big.csv: 2.0 MB is over this page's 2 MB limit"),
+        ("empty.csv", b"", "empty.csv: the file is empty"),
+        ("table.xlsx", b"PK..", "table.xlsx: not a .csv / .tsv file"),
+    ],
+)
+def test_uploads_are_checked_with_a_message_naming_the_file(name: str, data: bytes, message: str) -> None:
+    def page(name: str, data: bytes) -> None:
+        from types import SimpleNamespace
+
+        import streamlit as st
+        from tujie_ui import upload_bytes
+
+        upload = SimpleNamespace(name=name, size=len(data), getvalue=lambda: data)
+        st.write(repr(upload_bytes(upload, 2, (".csv", ".tsv"))))
+
+    app = AppTest.from_function(page, args=(name, data)).run()
+    assert not app.exception
+    assert app.error[0].value == message and app.markdown[0].value == "None"
+
+
+def test_a_good_upload_comes_back_whole() -> None:
+    def page() -> None:
+        from types import SimpleNamespace
+
+        import streamlit as st
+        from tujie_ui import upload_bytes
+
+        upload = SimpleNamespace(name="Data.CSV", size=4, getvalue=lambda: b"a,b\n")
+        st.write(repr(upload_bytes(upload, 2, (".csv",))))
+
+    app = AppTest.from_function(page).run()
+    assert not app.error and app.markdown[0].value == repr(b"a,b\n")
