@@ -31,7 +31,7 @@ def trained(run: str) -> Agent:
     return Agent.load(run)
 
 
-@st.cache_data(max_entries=8)
+@st.cache_data(max_entries=8, show_spinner="Driving and rendering the episode…")
 def episode(run: str, scenario: str, density: float, seed: int) -> tuple[bytes, dict, list[dict]]:
     """A rendered episode as GIF bytes, its statistics and its per-step trace."""
     agent = trained(run) if run not in BASELINES else create_agent(run, scenario)

@@ -84,7 +84,8 @@ if len(runs) < 2:
     st.stop()
 left, right = st.columns(2)
 first = left.selectbox("run A", names, index=0, key="compare_a")
-second = right.selectbox("run B", names, index=1, key="compare_b")
+alike = [i for i, n in enumerate(names) if n != first and kinds[n] == kinds[first]]  # by default a run of A's kind
+second = right.selectbox("run B", names, index=alike[0] if alike else int(first == names[0]), key="compare_b")
 (a, curves_a), (b, curves_b) = load(root / first), load(root / second)
 ma, mb = numbers(a.get("metrics", {})), numbers(b.get("metrics", {}))
 shared = [k for k in ma if k in mb]

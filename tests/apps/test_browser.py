@@ -128,7 +128,7 @@ def digit_png(tmp: Path) -> Path:
 
 
 def home(page, tmp: Path) -> None:
-    page.get_by_text("Latest tujie demo results").wait_for()
+    page.get_by_text("Latest tujie demo results").first.wait_for()
     page.locator('[data-testid="stDataFrame"]').nth(2).wait_for()  # pages, demo parts, demo metrics
 
 
@@ -137,7 +137,7 @@ def runs_page(page, tmp: Path) -> None:
     report = page.get_by_role("tabpanel").filter(has=page.locator("h1"))
     report.locator("h1").first.wait_for()  # the report's title
     report.locator('[data-testid="stImage"]').first.wait_for()  # its plots, drawn in place
-    page.get_by_text("Compare two runs").wait_for()
+    page.get_by_text("Compare two runs").first.wait_for()
 
 
 def text(page, tmp: Path) -> None:
@@ -145,7 +145,7 @@ def text(page, tmp: Path) -> None:
     box.fill("The invoice was wrong and I was charged twice, please refund me.")
     box.press("Control+Enter")
     settle(page)
-    page.locator(".tujie-attributions").wait_for()
+    page.locator(".tujie-attributions").first.wait_for()
     page.get_by_text("refund", exact=True).first.wait_for()
     page.locator('[data-testid="stMetricValue"]').first.wait_for()
 
@@ -153,36 +153,45 @@ def text(page, tmp: Path) -> None:
 def vision(page, tmp: Path) -> None:
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(digit_png(tmp)))
     settle(page)
-    page.get_by_text("predicted class").wait_for()
+    page.get_by_text("predicted class").first.wait_for()
     page.get_by_text("detections (red)").first.wait_for()
-    page.get_by_text("16 samples of class").wait_for()
+    page.get_by_text("16 samples of class").first.wait_for()
 
 
 def driving(page, tmp: Path) -> None:
-    page.get_by_text("An episode").wait_for()
-    page.locator('[data-testid="stImage"]').first.wait_for()
+    page.get_by_text("An episode").first.wait_for()
+    page.locator('[data-testid="stSelectbox"]').first.click()  # the agent: the IDM baseline
+    page.get_by_role("option", name="idm", exact=True).click()
+    settle(page)
+    page.get_by_text("idm in highway-fast").first.wait_for()  # the episode's caption, under its animation
     page.get_by_text("crashed").first.wait_for()
 
 
 def imaging(page, tmp: Path) -> None:
-    page.get_by_text("predicted mask (red)").first.wait_for()
+    from playwright.sync_api import expect
+
+    caption = page.get_by_text("predicted mask (red)").first
+    shown = caption.inner_text()  # "slice K of N: predicted mask (red), true outline (green)"
+    page.get_by_role("slider").nth(1).press("ArrowRight")  # the slice slider, one slice on
+    settle(page)
+    expect(caption).not_to_have_text(shown)
     page.get_by_text("overlay (red: what drove the prediction)").first.wait_for()
     page.get_by_text("calibrated").first.wait_for()
 
 
 def molecules(page, tmp: Path) -> None:
     page.locator('[data-testid="stDataFrame"]').first.wait_for()  # the example SMILES, predicted
-    page.get_by_role("button", name="Screen the shipped library").click()
+    page.get_by_role("button", name="Screen the shipped library").first.click()
     settle(page)
     page.get_by_text("ranked 2,").first.wait_for()
 
 
 def privacy(page, tmp: Path) -> None:
-    page.get_by_text("Accuracy against ε").wait_for()
-    page.get_by_role("button", name="encrypt, send and predict").click()
+    page.get_by_text("Accuracy against ε").first.wait_for()
+    page.get_by_role("button", name="encrypt, send and predict").first.click()
     settle(page)
-    page.get_by_text("the client gets").wait_for()
-    page.get_by_text("agreement with plaintext").wait_for()
+    page.get_by_text("the client gets").first.wait_for()
+    page.get_by_text("agreement with plaintext").first.wait_for()
 
 
 PAGES: list[tuple[str, str, Callable]] = [
