@@ -166,6 +166,16 @@ def sentiment_csv(tmp_path: Path) -> Path:
 APP = Path(__file__).parents[1] / "apps" / "streamlit_app.py"
 
 
+@pytest.fixture(autouse=True)
+def keep_main_module():
+    """Streamlit's script runner (under AppTest) installs the page it runs as ``sys.modules["__main__"]`` and leaves
+    it there; a later spawn/forkserver worker would then re-run that page as its main module and die. Put the real
+    ``__main__`` back after every test."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 @pytest.fixture
 def open_page(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """``open_page(view, runs=None, timeout=120)``: the app (apps/streamlit_app.py) under AppTest, switched to
