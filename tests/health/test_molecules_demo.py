@@ -16,3 +16,7 @@ def test_quick_molecules_demo(tmp_path: Path) -> None:
         scores = [float(r["score"]) for r in csv.DictReader(handle)]
     assert scores == sorted(scores)  # most soluble (lowest free energy) first
     assert (result.run_dir / "top_hits.png").read_bytes().startswith(b"\x89PNG")
+    from tujie_health.molecules.predictor import MoleculeModel
+
+    predicted = MoleculeModel.load(result.run_dir).predict(["CCO", "c1ccccc1O"])
+    assert predicted.std is not None and (predicted.std > 0).all()  # an ensemble: its spread is the uncertainty
