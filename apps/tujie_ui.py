@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -218,14 +217,11 @@ def train_demo(part: str) -> None:
     """Run the ``tujie demo`` part ``part`` (quick) into ``<runs folder>/demo`` with a status box, then rerun."""
     from importlib.metadata import entry_points
 
-    from tujie_core.demo import record_result
+    from tujie_core.demo import run_part
 
     (point,) = [ep for ep in entry_points(group="tujie.demo") if ep.name == part]
     output = runs_root() / "demo"
     with st.status(f"Training the quick `{part}` demo models into `{output}`…", expanded=False) as status:
-        start = time.perf_counter()
-        result = point.load()(output, quick=True)
-        seconds = time.perf_counter() - start
-        record_result(output, part, result, seconds, quick=True)
+        result, seconds = run_part(part, point.load(), output, quick=True)
         status.update(label=f"{result.name}: trained in {seconds:.0f} s", state="complete")
     st.rerun()

@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
-from tujie_ui import missing_package, offer_demo, page_spec, relative, runs_root, show_markdown, upload_bytes
+from tujie_ui import (
+    finished_runs,
+    missing_package,
+    offer_demo,
+    page_spec,
+    relative,
+    runs_root,
+    show_markdown,
+    upload_bytes,
+)
 
 from tujie_core import TujieError
 
@@ -33,9 +42,8 @@ BUILT_IN = "built in: digits MLP with square activations (trained on first use, 
 def runs_under(root: Path) -> list[dict]:
     """Every finished run folder under ``root``: its ε (None without DP) and test (else validation) accuracy."""
     rows = []
-    for summary_file in sorted(root.glob("**/summary.json")):
-        run = summary_file.parent
-        metrics = json.loads(summary_file.read_text(encoding="utf-8")).get("metrics", {})
+    for run in finished_runs(root):
+        metrics = json.loads((run / "summary.json").read_text(encoding="utf-8")).get("metrics", {})
         accuracy = metrics.get("test/accuracy", metrics.get("val/accuracy"))
         if accuracy is None:
             continue
@@ -87,7 +95,7 @@ def decisions(outputs: np.ndarray, classes: list[str]) -> list[str]:
 st.title("Privacy")
 st.caption(f"Book ch. {SPEC.chapters}.")
 root = runs_root()
-runs = runs_under(root) if root.is_dir() else []
+runs = runs_under(root)
 private = [r for r in runs if r["epsilon"] is not None]
 
 st.header("Accuracy against ε")

@@ -25,7 +25,7 @@ def history(run: str, modified: float) -> pd.DataFrame:
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     frame = pd.DataFrame(lines)
     axis = "epoch" if "epoch" in frame else "step"
-    return frame.set_index(axis).drop(columns=[c for c in ("step",) if c in frame and c != axis])
+    return frame.set_index(axis).drop(columns="step", errors="ignore")
 
 
 def load(run: Path) -> tuple[dict, pd.DataFrame]:

@@ -7,7 +7,6 @@ User errors (missing file, malformed YAML, unknown key, wrong type, bad data) pr
 from __future__ import annotations
 
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
 
@@ -78,7 +77,7 @@ def demo(
 ) -> None:
     """Run every installed package's demo on its embedded default data and print a metrics table; each part's
     latest result is kept in OUTPUT_DIR/demo.json (the app's home page shows it)."""
-    from tujie_core.demo import record_result
+    from tujie_core.demo import run_part
 
     parts = sorted(metadata.entry_points(group="tujie.demo"), key=lambda ep: (ep.name != "core", ep.name))
     unknown = set(only) - {ep.name for ep in parts}
@@ -96,10 +95,7 @@ def demo(
         except Exception as exc:  # a broken optional package must not take the other parts down
             err_console.print(f"tujie demo: skipping '{ep.name}' ({type(exc).__name__}: {exc})", markup=False)
             continue
-        start = time.perf_counter()
-        result = part(output_dir, quick=quick)
-        elapsed = time.perf_counter() - start
-        record_result(output_dir, ep.name, result, elapsed, quick)
+        result, elapsed = run_part(ep.name, part, output_dir, quick)
         rows += [(result.name, name, f"{value:.4f}") for name, value in result.metrics.items()]
         rows.append((result.name, "wall time (s)", f"{elapsed:.1f}"))
         folders.append(f"{result.name}: {result.run_dir}" + "".join(f"\n  {note}" for note in result.notes))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -24,6 +26,16 @@ class DemoResult:
 
 
 RESULTS_NAME = "demo.json"
+
+
+def run_part(name: str, part: Callable[..., DemoResult], output_dir: Path, quick: bool) -> tuple[DemoResult, float]:
+    """Run one demo part (a ``tujie.demo`` entry point, loaded) into ``output_dir``, record it in ``demo.json`` and
+    return its result and wall time in seconds; ``tujie demo`` and the app's train buttons both go through here."""
+    start = time.perf_counter()
+    result = part(output_dir, quick=quick)
+    seconds = time.perf_counter() - start
+    record_result(output_dir, name, result, seconds, quick)
+    return result, seconds
 
 
 def record_result(output_dir: Path, part: str, result: DemoResult, seconds: float, quick: bool) -> Path:
